@@ -1,0 +1,109 @@
+"""Named datasets (registered like every plugin) and the per-task view that training reads."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from etlbench.data.canonical import SPLITS, DatasetError, FaceData, load_npz, validate_arrays
+from etlbench.paths import data_root
+from etlbench.registry import DATASETS, register_dataset
+from etlbench.tasks import Task
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset in canonical format at ``relative_path`` under the data root (``None``: generated)."""
+
+    name: str
+    relative_path: str | None
+    tasks: tuple[str, ...]
+    description: str
+
+    def path(self, root: Path) -> Path:
+        return root / self.relative_path
+
+
+for _spec in (
+    DatasetSpec("aflw2000", "aflw2000_3d/aflw2000_64.npz", ("head_pose",),
+                "AFLW2000-3D head pose (Zhu et al. CVPR 2016), 64 px RGB"),
+    DatasetSpec("fer2013", "fer2013/fer2013_48.npz", ("emotion",),
+                "FER2013 facial expression (Goodfellow et al. 2013), 48 px gray, official splits"),
+    DatasetSpec("utkface", "utkface/utkface_64.npz", ("age", "gender"),
+                "UTKFace age and gender (Zhang et al. CVPR 2017), 64 px RGB"),
+    DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification",),
+                "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray"),
+    DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification"),
+                "procedural synthetic faces generated from the seed (the embedded default; not real data)"),
+):
+    register_dataset(_spec.name, description=_spec.description)(_spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(name: str, root: str | None, seed: int) -> FaceData:
+    if name.endswith(".npz"):
+        return load_npz(name)
+    spec: DatasetSpec = DATASETS.get(name)
+    if spec.relative_path is None:
+        from etlbench.data.synthetic import make_synthetic_faces
+
+        arrays = make_synthetic_faces(n=SYNTHETIC_SIZE, seed=seed)
+        validate_arrays(arrays, SYNTHETIC)
+        return FaceData(SYNTHETIC, arrays, f"generated (seed {seed})", synthetic=True,
+                        notes=["SYNTHETIC DATA: procedural faces, not a real dataset; figures are not comparable "
+                               "to published results"])
+    if root is None:
+        raise DatasetError(f"dataset {name!r} needs a data root: pass --data-root or set ETLBENCH_DATA "
+                           f"(expected file <root>/{spec.relative_path})")
+    return load_npz(spec.path(Path(root)), name)
+
+
+def load_dataset(name: str, root: str | Path | None = None, seed: int = 0) -> FaceData:
+    """A registered dataset by name (or a canonical ``.npz`` path), validated; synthetic data comes from ``seed``."""
+    resolved = data_root(root)
+    return _load_cached(name, str(resolved) if resolved is not None else None, seed)
+
+
+def dataset_for_task(task: Task, root: str | Path | None = None) -> str:
+    """The task's real dataset when a data root is set, otherwise the synthetic default."""
+    return task.default_dataset if data_root(root) is not None else SYNTHETIC
+
+
+@dataclass
+class TaskData:
+    """One task's images (uint8 N x H x W x C) and checked targets per split."""
+
+    task: Task
+    dataset: FaceData
+    images: dict[str, np.ndarray]
+    targets: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.images.values())
+
+
+def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed: int = 0) -> TaskData:
+    """Select the task's samples per split; ``max_train`` keeps a seeded random subset of the train split."""
+    try:
+        y = task.targets(dataset.arrays)
+    except ValueError as err:
+        raise DatasetError(f"{dataset.source}: {err}") from err
+    if "split" not in dataset.arrays:
+        raise DatasetError(f"{dataset.source}: no 'split' array (train/val/test), which task {task.name} needs")
+    mask = task.sample_mask(dataset.arrays)
+    split = dataset.arrays["split"]
+    images, targets = {}, {}
+    for name, value in SPLITS.items():
+        idx = np.flatnonzero(mask & (split == value))
+        if name == "train" and max_train is not None and len(idx) > max_train:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, max_train, replace=False))
+        if len(idx) == 0:
+            raise DatasetError(f"{dataset.source}: no {name} samples for task {task.name}")
+        images[name], targets[name] = dataset.images[idx], y[idx]
+    return TaskData(task, dataset, images, targets)

@@ -1,0 +1,13 @@
+"""Face tasks, registered in :data:`etlbench.registry.TASKS`."""
+
+from etlbench.registry import TASKS
+from etlbench.tasks import face  # noqa: F401  (registers the tasks)
+from etlbench.tasks.base import LabelError, Task, TaskHead
+
+
+def create_task(name: str) -> Task:
+    """A fresh instance of a registered task (``Unknown tasks`` error lists close matches)."""
+    return TASKS.get(name)()
+
+
+__all__ = ["TASKS", "LabelError", "Task", "TaskHead", "create_task"]

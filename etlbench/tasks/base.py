@@ -1,0 +1,112 @@
+"""The task interface: each face task owns its labels, head, loss, metrics and the metric's direction."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LabelError(ValueError):
+    """A label array that does not fit the task (missing, wrong shape, out of range); names the key."""
+
+
+class TaskHead(nn.Module):
+    """Global average pooling and a linear layer; regression outputs are de-standardised into real units."""
+
+    def __init__(self, in_channels: int, num_outputs: int, shift: np.ndarray | None = None,
+                 scale: np.ndarray | None = None):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_channels, num_outputs)
+        self.register_buffer("shift", torch.as_tensor(shift if shift is not None else np.zeros(num_outputs),
+                                                      dtype=torch.float32))
+        self.register_buffer("scale", torch.as_tensor(scale if scale is not None else np.ones(num_outputs),
+                                                      dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1)) * self.scale + self.shift
+
+
+class Task:
+    """A face task. Subclasses set the class attributes and, where needed, override the hooks."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["regression", "classification"]]
+    label_key: ClassVar[str]
+    num_outputs: ClassVar[int]
+    metric_name: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+    default_dataset: ClassVar[str]
+    unit: ClassVar[str] = ""
+
+    # ---- labels -------------------------------------------------------------------------------------
+    def sample_mask(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """Which samples the task uses (all by default)."""
+        return np.ones(len(arrays["images"]), dtype=bool)
+
+    def targets(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        """The label array, checked: float32 N x k for regression, int64 N for classification."""
+        if self.label_key not in arrays:
+            raise LabelError(f"missing label array {self.label_key!r} (task {self.name} needs it)")
+        y = np.asarray(arrays[self.label_key])
+        n = len(arrays["images"])
+        if len(y) != n:
+            raise LabelError(f"label array {self.label_key!r} has {len(y)} rows but 'images' has {n}")
+        if not np.issubdtype(y.dtype, np.number) and y.dtype != bool:
+            raise LabelError(f"label array {self.label_key!r} has dtype {y.dtype}; expected numbers")
+        if self.kind == "classification":
+            if y.ndim != 1 or (np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y))):
+                raise LabelError(f"label array {self.label_key!r} must be N integer class indices, "
+                                 f"got shape {y.shape} dtype {y.dtype}")
+            y = y.astype(np.int64)
+            bad = (y < 0) | (y >= self.num_outputs)
+            if bad.any():
+                raise LabelError(f"label array {self.label_key!r}: {int(bad.sum())} value(s) outside "
+                                 f"0..{self.num_outputs - 1}, e.g. {y[bad][0]} at row {int(np.flatnonzero(bad)[0])}")
+            return y
+        y = y.astype(np.float32).reshape(n, -1)
+        if y.shape[1] != self.num_outputs:
+            raise LabelError(f"label array {self.label_key!r} has shape {arrays[self.label_key].shape}; "
+                             f"expected {self.num_outputs} value(s) per sample")
+        lo, hi = self.valid_range
+        mask = self.sample_mask(arrays)
+        bad = ~np.isfinite(y).all(1) | (y < lo).any(1) | (y > hi).any(1)
+        bad &= mask
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise LabelError(f"label array {self.label_key!r}: {int(bad.sum())} row(s) outside [{lo}, {hi}] or "
+                             f"not finite, e.g. {y[i].tolist()} at row {i}")
+        return y
+
+    valid_range: ClassVar[tuple[float, float]] = (-np.inf, np.inf)
+
+    def flip_targets(self, y: torch.Tensor) -> torch.Tensor:
+        """Targets of horizontally flipped images (unchanged unless the label has a left/right sense)."""
+        return y
+
+    # ---- model --------------------------------------------------------------------------------------
+    def make_head(self, in_channels: int, train_targets: np.ndarray) -> TaskHead:
+        if self.kind == "regression":
+            return TaskHead(in_channels, self.num_outputs, train_targets.mean(0), train_targets.std(0) + 1e-6)
+        return TaskHead(in_channels, self.num_outputs)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.kind == "regression":
+            return F.smooth_l1_loss(outputs, targets)
+        return F.cross_entropy(outputs, targets)
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    def predictions(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs if self.kind == "regression" else outputs.argmax(1)
+
+    def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """All metrics of the task; ``metric_name`` is the primary one."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        arrow = "higher is better" if self.higher_is_better else "lower is better"
+        return f"{self.metric_name} ({arrow}); labels {self.label_key!r}; default dataset {self.default_dataset}"
