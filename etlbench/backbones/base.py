@@ -95,7 +95,8 @@ class SourceNetwork(nn.Module):
                     break
         missing = wanted - out.keys()
         if missing:
-            raise KeyError(f"unknown cut point(s) {sorted(missing)}; known: {[n for n, _ in self.blocks.named_children()]}")
+            known = [n for n, _ in self.blocks.named_children()]
+            raise KeyError(f"unknown cut point(s) {sorted(missing)}; known: {known}")
         return out
 
     def trunk(self, cut: str | None = None) -> nn.Sequential:

@@ -1,0 +1,129 @@
+"""The ``etlbench`` command (design.md): list plugins and datasets, train transfer baselines."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
+from etlbench.data import DATASETS, DatasetError, load_dataset
+from etlbench.paths import data_root
+from etlbench.registry import METHODS, TASKS, UnknownNameError
+from etlbench.tasks import LabelError, create_task
+from etlbench.train import TrainConfig, TrainingError
+
+REGISTRIES = {"backbones": BACKBONES, "tasks": TASKS, "datasets": DATASETS, "methods": METHODS}
+
+
+def _list(args: argparse.Namespace) -> dict[str, Any]:
+    registry = REGISTRIES[args.kind]
+    rows = {name: {"description": desc} for name, desc in registry.describe().items()}
+    if args.kind == "tasks":
+        for name in rows:
+            rows[name]["metric"] = create_task(name).describe()
+    if args.kind == "datasets":
+        root = data_root(args.data_root)
+        for name, row in rows.items():
+            spec = DATASETS.get(name)
+            if spec.relative_path is None:
+                row["status"] = "generated on the fly (embedded default)"
+                continue
+            if root is None or not spec.path(root).is_file():
+                row["status"] = "not found" + (f" (looked for {spec.path(root)})" if root else " (no data root set)")
+                continue
+            try:
+                row["status"] = "found"
+                row["splits"] = load_dataset(name, root).split_counts()
+            except DatasetError as err:
+                row["status"] = f"invalid: {err}"
+    return rows
+
+
+def _print_list(rows: dict[str, Any]) -> None:
+    width = max((len(n) for n in rows), default=0)
+    for name, row in rows.items():
+        extra = ""
+        if "status" in row:
+            extra = f" [{row['status']}" + (f": {row['splits']}" if "splits" in row else "") + "]"
+        if "metric" in row:
+            extra = f" [{row['metric']}]"
+        print(f"{name:<{width}}  {row['description']}{extra}")
+
+
+def _transfer(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.transfer import TransferSpec, run_transfer
+
+    spec = TransferSpec(task=args.task, backbone=args.backbone, dataset=args.dataset, data_root=args.data_root,
+                        input_size=args.input_size, max_train=args.max_train, seed=args.seed,
+                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+                        probe=not args.no_probe)
+    return run_transfer(spec, out_dir=args.out, threads=args.threads)
+
+
+def _print_transfer(row: dict[str, Any]) -> None:
+    if row.get("note"):
+        print(row["note"])
+    arrow = "higher is better" if row["higher_is_better"] else "lower is better"
+    print(f"transfer baseline: task {row['task']} on {row['dataset']} ({row['n_train']} train / {row['n_val']} val / "
+          f"{row['n_test']} test), backbone {row['backbone']} at {row['input_size'][0]}x{row['input_size'][1]}, "
+          f"seed {row['seed']}")
+    print(f"  test {row['metric_name']}: {row['metric']:.4f} ({arrow}); all: "
+          + ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items()))
+    if "probe_metric" in row:
+        print(f"  frozen linear probe ({row['probe_cut']}): {row['metric_name']} {row['probe_metric']:.4f} "
+              f"in {row['probe_seconds']:.1f} s")
+    print(f"  params {row['params']:,}  size {row['size_bytes']:,} B  MACs {row['macs']:,}")
+    print(f"  train {row['train_seconds']:.1f} s, {row['samples_seen']:,} samples, best epoch {row['best_epoch']}/"
+          f"{row['epochs']}, {row['threads']} threads")
+    if "checkpoint" in row:
+        print(f"  checkpoint: {row['checkpoint']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="etlbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered backbones, tasks, datasets or methods")
+    p.add_argument("kind", choices=sorted(REGISTRIES))
+    p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=_list, show=_print_list)
+
+    p = sub.add_parser("transfer", help="fine-tune the whole source network with a new head (transfer baseline)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--dataset", help="registered dataset or a canonical .npz path (default: the task's own, "
+                                     "or synthetic without a data root)")
+    p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--input-size", type=int, help="square input size in px (default: the backbone's)")
+    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-probe", action="store_true", help="skip the frozen linear probe")
+    p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
+    p.add_argument("--json", action="store_true", help="print the result row as JSON")
+    p.set_defaults(run=_transfer, show=_print_transfer)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.run(args)
+    except (UnknownNameError, DatasetError, LabelError, TrainingError, FileNotFoundError) as err:
+        print(f"etlbench: error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        args.show(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

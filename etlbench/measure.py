@@ -1,0 +1,216 @@
+"""Honest measurement of a model: learned parameters, bytes on disk, MACs and CPU latency.
+
+Definitions (every number is measured, never estimated from a formula of the architecture):
+
+* **params** — elements of the learned parameters: each shared tensor once, without the fixed weights of
+  :class:`~etlbench.backbones.base.ChannelPad` and without buffers (BatchNorm running statistics).
+* **size_bytes** — length of ``torch.save(model.state_dict())``, the format the project saves to disk
+  (buffers and ChannelPad weights included: they are stored). The zip records are named after the file
+  stem (``archive`` for a buffer), so a file of another name differs by a few bytes per tensor.
+* **macs** — multiply-accumulates of one image, counted at the operator level by
+  :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2) while the model runs: convolutions (of any
+  module, subclass or functional call, ChannelPad included since it is executed), matrix products and
+  attention. Bias additions, normalisation, activations, pooling and residual additions are not MACs and
+  are not counted.
+* **latency** — median and interquartile range of the wall-clock time (``time.perf_counter``) of single
+  forward calls on the CPU under ``torch.inference_mode`` in eval mode, with a fixed thread count, after
+  warm-up calls, on a fixed random input.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import platform
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["Latency", "count_macs", "count_params", "machine_info", "measure", "measure_latency", "size_bytes"]
+
+
+def count_params(model: nn.Module) -> int:
+    """Learned parameters: each shared tensor once, excluding the fixed weights of ``ChannelPad`` modules."""
+    from etlbench.backbones.base import ChannelPad  # lazy: the backbones package may import this module
+
+    fixed = {id(p) for m in model.modules() if isinstance(m, ChannelPad) for p in m.parameters(recurse=False)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in fixed)  # parameters() deduplicates
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``, written to an in-memory buffer."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode; restore each one's own train/eval flag afterwards (mixed states too)."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in flags:
+            m.training = training
+
+
+@contextmanager
+def _num_threads(threads: int) -> Iterator[None]:
+    """Set torch's intra-op thread count, restoring the previous one afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _example_input(model: nn.Module, batch: int, channels: int, input_size: tuple[int, int]) -> torch.Tensor:
+    """A fixed (seeded) random N x C x H x W input with the model's floating dtype, on the CPU."""
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    if any(p.device.type != "cpu" for p in params):
+        raise ValueError("measurement runs on the CPU; move the model there first (model.cpu())")
+    dtype = params[0].dtype if params else torch.float32
+    h, w = input_size
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, channels, h, w, generator=generator).to(dtype)
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int], channels: int = 3) -> int:
+    """Multiply-accumulates of one ``channels`` x H x W image through ``model.forward`` (counted, in eval mode).
+
+    The model's train/eval flags and state (e.g. BatchNorm running statistics) are left unchanged.
+    """
+    x = _example_input(model, 1, channels, input_size)
+    with _eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+@dataclass(frozen=True)
+class Latency:
+    """CPU latency of one forward call on a batch: median and interquartile range (Q3 - Q1) over ``repeats``."""
+
+    median_ms: float
+    iqr_ms: float
+    batch: int
+    threads: int
+    input_size: tuple[int, int]
+    repeats: int
+    warmup: int
+
+    @property
+    def per_image_ms(self) -> float:
+        """Median milliseconds per image (the median call time divided by the batch size)."""
+        return self.median_ms / self.batch
+
+    @property
+    def images_per_s(self) -> float:
+        """Throughput implied by the median call time."""
+        return 1000.0 * self.batch / self.median_ms
+
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1, threads: int = 1,
+                    warmup: int = 5, repeats: int = 30, channels: int = 3) -> Latency:
+    """Time ``repeats`` forward calls of ``model`` on a fixed random batch, after ``warmup`` untimed calls.
+
+    Runs under ``torch.inference_mode`` in eval mode with ``threads`` intra-op threads and the garbage
+    collector paused; the model's train/eval flags and torch's thread count are restored afterwards.
+    """
+    if repeats < 2 or warmup < 0 or batch < 1 or threads < 1:
+        raise ValueError(f"need repeats >= 2, warmup >= 0, batch >= 1, threads >= 1; got {repeats=}, "
+                         f"{warmup=}, {batch=}, {threads=}")
+    x = _example_input(model, batch, channels, input_size)
+    times: list[float] = []
+    gc_was_enabled = gc.isenabled()
+    with _eval_mode(model), _num_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    q1, median, q3 = statistics.quantiles([t * 1000.0 for t in times], n=4, method="inclusive")
+    return Latency(median_ms=median, iqr_ms=q3 - q1, batch=batch, threads=threads,
+                   input_size=(int(input_size[0]), int(input_size[1])), repeats=repeats, warmup=warmup)
+
+
+@cache
+def _cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _load_average() -> float:
+    """The 1-minute system load average (-1.0 where unknown): above the usable cores, timings are contended."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return -1.0
+
+
+def _usable_cores() -> int:
+    """Logical cores this process may run on (its CPU affinity), else all logical cores."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, str | int]:
+    """The conditions of a measurement: CPU model, logical and usable cores, torch version and threads."""
+    return {"cpu": _cpu_model(), "logical_cores": os.cpu_count() or 1, "usable_cores": _usable_cores(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, batches: Sequence[int] = (1, 32),
+            repeats: int = 30, warmup: int = 5, channels: int = 3) -> dict[str, float | int | str]:
+    """All measurements of ``model`` in one flat dict with stable keys, and the conditions they were taken in.
+
+    Keys: ``params``, ``size_bytes``, ``macs``; per batch size ``b``: ``latency_ms`` and ``latency_iqr_ms``
+    for ``b == 1``, else ``latency_b{b}_ms``, ``latency_b{b}_iqr_ms`` and ``latency_b{b}_per_image_ms``;
+    conditions: ``threads``, ``repeats``, ``warmup``, ``input_h``, ``input_w``, ``cpu``, ``usable_cores``,
+    ``torch`` and ``load_avg_1m`` (the system load before timing: other processes inflate latencies).
+    """
+    load = _load_average()
+    out: dict[str, float | int | str] = {
+        "params": count_params(model),
+        "size_bytes": size_bytes(model),
+        "macs": count_macs(model, input_size, channels),
+    }
+    for b in batches:
+        lat = measure_latency(model, input_size, batch=b, threads=threads, warmup=warmup, repeats=repeats,
+                              channels=channels)
+        prefix = "latency" if b == 1 else f"latency_b{b}"
+        out[f"{prefix}_ms"] = lat.median_ms
+        out[f"{prefix}_iqr_ms"] = lat.iqr_ms
+        if b != 1:
+            out[f"{prefix}_per_image_ms"] = lat.per_image_ms
+    info = machine_info()
+    out.update(threads=threads, repeats=repeats, warmup=warmup, input_h=int(input_size[0]),
+               input_w=int(input_size[1]), cpu=info["cpu"], usable_cores=info["usable_cores"], torch=info["torch"],
+               load_avg_1m=load)
+    return out

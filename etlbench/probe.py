@@ -1,0 +1,92 @@
+"""Linear probes on the frozen source network: the floor every transfer must beat, and ETL's cross-task probes.
+
+The features of a cut point are the spatial means of its activation maps (one value per filter), as in
+John et al., "Low-Cost Transfer Learning of Face Tasks" (arXiv 1901.02675). Probes are ridge regression for
+regression tasks and multinomial logistic regression for classification, on standardised features, with
+the regularisation chosen by cross-validation on the training split only.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from etlbench.backbones import Preprocess, SourceNetwork
+from etlbench.data import TaskData
+from etlbench.tasks import Task
+from etlbench.train import iterate_batches
+
+ALPHAS = np.logspace(-2, 5, 15)
+CS = np.logspace(-4, 2, 7)
+
+
+@torch.inference_mode()
+def pooled_features(source: SourceNetwork, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
+                    cuts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Spatial-mean descriptors (N x channels) of each cut point's output, in one pass through the trunk."""
+    was_training = source.training
+    source.eval()
+    parts: dict[str, list[torch.Tensor]] = {c: [] for c in cuts}
+    for b in iterate_batches(images, batch_size):
+        outs = source.collect(preprocess(torch.from_numpy(images[b]), size), cuts)
+        for c in cuts:
+            parts[c].append(outs[c].mean(dim=(2, 3)))
+    source.train(was_training)
+    return {c: torch.cat(v).double().numpy() for c, v in parts.items()}
+
+
+def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int = 0) -> Pipeline:
+    """A standardised linear probe; regularisation by 5-fold cross-validation on these (training) samples."""
+    if task.kind == "regression":
+        model = RidgeCV(alphas=ALPHAS)
+    else:
+        model = LogisticRegressionCV(Cs=CS, cv=5, max_iter=2000, scoring="accuracy", random_state=seed)
+    with warnings.catch_warnings():  # scikit-learn 1.9 announces default changes that do not apply here
+        warnings.simplefilter("ignore", FutureWarning)
+        return make_pipeline(StandardScaler(), model).fit(features, targets)
+
+
+@dataclass
+class ProbeResult:
+    """Test metrics of a linear probe at one cut point, and its cost."""
+
+    cut: str
+    metrics: dict[str, float]
+    val_metrics: dict[str, float]
+    feature_seconds: float
+    fit_seconds: float
+    samples: int
+
+
+def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], cut: str | None = None,
+                 seed: int = 0) -> ProbeResult:
+    """The frozen-backbone linear probe at ``cut`` (the last block by default), scored on val and test."""
+    cut = cut or [p.name for p in source.cut_points()][-1]
+    start = time.perf_counter()
+    feats = {s: pooled_features(source, data.images[s], source.preprocess, size, [cut])[cut]
+             for s in ("train", "val", "test")}
+    feature_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    probe = fit_probe(data.task, feats["train"], data.targets["train"], seed)
+    fit_seconds = time.perf_counter() - start
+    task = data.task
+
+    def score(split: str) -> dict[str, float]:
+        return task.evaluate(task.predictions(_probe_outputs(probe, task, feats[split])), data.targets[split])
+
+    return ProbeResult(cut, score("test"), score("val"), feature_seconds, fit_seconds, len(feats["train"]))
+
+
+def _probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarray:
+    if task.kind == "regression":
+        return np.asarray(probe.predict(features)).reshape(len(features), -1)
+    out = np.zeros((len(features), task.num_outputs))
+    out[:, probe.classes_] = probe.predict_proba(features)  # classes absent from training get probability 0
+    return out

@@ -1,0 +1,170 @@
+"""Fine-tuning: the transfer baseline (whole source network + new head) and, later, recovery after pruning.
+
+Every method is trained by :func:`fine_tune` with the same :class:`TrainConfig`, so the budget is the same
+for all (Blalock et al., MLSys 2020). Model selection uses the validation split only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from etlbench.backbones import Preprocess, SourceNetwork
+from etlbench.data import TaskData
+from etlbench.tasks import Task, TaskHead
+
+
+class TrainingError(RuntimeError):
+    """Training could not go on (for example the loss became NaN); the message says where."""
+
+
+class TaskModel(nn.Module):
+    """A trunk (the source network's blocks up to a cut) followed by a task head."""
+
+    def __init__(self, trunk: nn.Sequential, head: TaskHead):
+        super().__init__()
+        self.trunk = trunk
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))
+
+
+def build_task_model(source: SourceNetwork, task: Task, train_targets: np.ndarray, cut: str | None = None,
+                     seed: int = 0) -> TaskModel:
+    """A copy of the source trunk up to ``cut`` (all of it for ``None``) with a fresh, seeded head."""
+    points = {p.name: p for p in source.cut_points()}
+    last = cut or list(points)[-1]
+    trunk = copy.deepcopy(source.trunk(cut))
+    torch.manual_seed(seed)
+    return TaskModel(trunk, task.make_head(points[last].channels, train_targets))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fine-tuning budget: the same for every method of an experiment."""
+
+    epochs: int = 3
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    trunk_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    flip: bool = True
+    freeze_norm_stats: bool = True
+    eval_batch_size: int = 64
+
+
+@dataclass
+class TrainResult:
+    val_metrics: dict[str, float]
+    best_epoch: int
+    train_seconds: float
+    samples_seen: int
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def iterate_batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    idx = np.arange(len(images)) if order is None else order
+    for start in range(0, len(idx), batch_size):
+        yield idx[start : start + batch_size]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
+            batch_size: int = 64) -> np.ndarray:
+    """Model outputs for uint8 images, in eval mode (the previous mode is restored)."""
+    was_training = model.training
+    model.eval()
+    outs = [model(preprocess(torch.from_numpy(images[b]), size)) for b in iterate_batches(images, batch_size)]
+    model.train(was_training)
+    return torch.cat(outs).numpy()
+
+
+def evaluate(model: nn.Module, task: Task, images: np.ndarray, targets: np.ndarray, preprocess: Preprocess,
+             size: tuple[int, int], batch_size: int = 64) -> dict[str, float]:
+    outputs = predict(model, images, preprocess, size, batch_size)
+    return task.evaluate(task.predictions(outputs), targets)
+
+
+def _set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
+    model.train()
+    if freeze_norm_stats:  # small-batch fine-tuning keeps the source network's normalisation statistics
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def _optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    trunk = [p for p in model.trunk.parameters() if p.requires_grad]
+    head = [p for p in model.head.parameters() if p.requires_grad]
+    return torch.optim.AdamW([{"params": trunk, "lr": cfg.lr * cfg.trunk_lr_scale}, {"params": head, "lr": cfg.lr}],
+                             weight_decay=cfg.weight_decay)
+
+
+def _better(task: Task, a: float, b: float | None) -> bool:
+    return b is None or (a > b if task.higher_is_better else a < b)
+
+
+def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
+              seed: int = 0) -> TrainResult:
+    """Train ``model`` in place on the train split; keep the weights of the best validation evaluation."""
+    task = data.task
+    x_train, y_train = data.images["train"], data.targets["train"]
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    opt = _optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps)
+                                                                                 / total_steps)))
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    best, best_state, best_epoch, history = None, None, 0, []
+    step = seen = 0
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        _set_train_mode(model, cfg.freeze_norm_stats)
+        losses = []
+        for b in iterate_batches(x_train, cfg.batch_size, rng.permutation(len(x_train))):
+            if step >= total_steps:
+                break
+            x = torch.from_numpy(x_train[b])
+            y = torch.from_numpy(y_train[b])
+            if cfg.flip:
+                flip = torch.from_numpy(rng.random(len(b)) < 0.5)
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)  # N x H x W x C: flip the width axis
+                if y.dtype.is_floating_point:
+                    y = torch.where(flip.view(-1, 1), task.flip_targets(y), y)
+            loss = task.loss(model(preprocess(x, size)), y)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {cfg.lr})")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            step += 1
+            seen += len(b)
+        val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
+        history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else math.nan,
+                        **{f"val_{k}": v for k, v in val.items()}})
+        if _better(task, val[task.metric_name], best):
+            best, best_epoch = val[task.metric_name], epoch
+            best_state = copy.deepcopy(model.state_dict())
+            best_val = val
+    train_seconds = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(best_val, best_epoch, train_seconds, seen, step, history)
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,141 @@
+"""Unit tests of etlbench.measure: counts are checked against hand counts; no timing is asserted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from etlbench.measure import Latency, count_macs, count_params, machine_info, measure, measure_latency, size_bytes
+
+
+def small_net(width: int = 8) -> nn.Sequential:
+    """Conv(3->w, 3x3, bias) + BN(w) + ReLU + global pool + Linear(w->4)."""
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4))
+
+
+def test_params_equal_hand_count() -> None:
+    # conv 3*8*3*3 + 8 bias, BN 8 weight + 8 bias (running stats are buffers), linear 8*4 + 4
+    assert count_params(small_net(8)) == (3 * 8 * 9 + 8) + (8 + 8) + (8 * 4 + 4)
+
+
+def test_shared_tensors_counted_once() -> None:
+    shared = nn.Linear(4, 4)
+    net = nn.Sequential(shared, nn.ReLU(), shared)  # the same module twice
+    assert count_params(net) == 4 * 4 + 4
+    tied = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    tied[1].weight = tied[0].weight  # weight tying
+    assert count_params(tied) == 4 * 4
+
+
+def test_channel_pad_weights_excluded() -> None:
+    from etlbench.backbones.base import ChannelPad
+
+    conv = nn.Conv2d(3, 4, 3, bias=False)
+    padded = nn.Sequential(conv, ChannelPad(4, 16))
+    assert count_params(padded) == count_params(conv) == 3 * 4 * 9
+    assert size_bytes(padded) > size_bytes(conv)  # stored on disk all the same
+    # ...and executed: its 1x1 convolution's MACs are counted
+    assert count_macs(padded, (10, 10)) == count_macs(conv, (10, 10)) + 4 * 16 * 8 * 8
+
+
+def test_smaller_model_is_smaller_everywhere() -> None:
+    big, small = small_net(16), small_net(8)
+    assert count_params(small) < count_params(big)
+    assert size_bytes(small) < size_bytes(big)
+    assert count_macs(small, (32, 32)) < count_macs(big, (32, 32))
+
+
+def test_size_bytes_is_the_saved_file(tmp_path) -> None:
+    net = small_net(8)
+    # torch.save's zip records are named after the file stem ("archive" for a buffer), hence this name;
+    # other names change the size by a few bytes per tensor
+    path = tmp_path / "archive.pt"
+    torch.save(net.state_dict(), path)
+    assert size_bytes(net) == path.stat().st_size
+
+
+@pytest.mark.parametrize(("cin", "cout", "k", "stride", "padding", "groups", "hw"), [
+    (3, 16, 3, 2, 1, 1, (32, 40)),
+    (8, 8, 3, 1, 0, 4, (17, 9)),
+    (4, 12, 1, 1, 0, 1, (5, 5)),
+])
+def test_conv_macs_equal_formula(cin: int, cout: int, k: int, stride: int, padding: int, groups: int,
+                                 hw: tuple[int, int]) -> None:
+    conv = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, groups=groups)
+    h_out, w_out = ((s + 2 * padding - k) // stride + 1 for s in hw)
+    assert count_macs(conv, hw, channels=cin) == cout * (cin // groups) * k * k * h_out * w_out
+
+
+def test_macs_count_convolutions_and_linears_only() -> None:
+    # BN, ReLU, pooling and bias additions are not multiply-accumulates
+    assert count_macs(small_net(8), (6, 6)) == 8 * 3 * 9 * 6 * 6 + 8 * 4
+
+
+def test_macs_agree_with_torch_pruning_on_a_plain_conv_stack() -> None:
+    tp = pytest.importorskip("torch_pruning")
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.Conv2d(8, 16, 3, stride=2, bias=False),
+                        nn.Conv2d(16, 4, 1, bias=False))
+    tp_macs, _ = tp.utils.count_ops_and_params(net, torch.zeros(1, 3, 24, 24))
+    assert count_macs(net, (24, 24)) == int(tp_macs)
+
+
+def test_count_macs_leaves_the_model_untouched() -> None:
+    net = small_net(8).train()
+    net[1].eval()  # a mixed state, e.g. frozen BatchNorm during fine-tuning
+    stats = net[1].running_mean.clone()
+    count_macs(net, (16, 16))
+    assert net.training and not net[1].training and net[0].training
+    assert torch.equal(net[1].running_mean, stats)
+
+
+def test_measure_latency_restores_threads_and_modes() -> None:
+    net = small_net(8).train()
+    net[1].eval()
+    stats = net[1].running_var.clone()
+    previous = torch.get_num_threads()
+    other = 2 if previous == 1 else 1
+    try:
+        torch.set_num_threads(other)
+        lat = measure_latency(net, (16, 16), batch=2, threads=1 if other == 2 else 2, warmup=1, repeats=5)
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(previous)
+    assert net.training and not net[1].training and net[0].training and net[5].training
+    assert torch.equal(net[1].running_var, stats)
+    assert lat.threads == (1 if other == 2 else 2)
+
+
+def test_latency_fields_are_sane() -> None:
+    lat = measure_latency(small_net(8), (16, 20), batch=3, warmup=2, repeats=7)
+    assert isinstance(lat, Latency)
+    assert lat.median_ms > 0 and lat.iqr_ms >= 0
+    assert (lat.batch, lat.threads, lat.input_size, lat.repeats, lat.warmup) == (3, 1, (16, 20), 7, 2)
+    assert lat.per_image_ms == pytest.approx(lat.median_ms / 3)
+    assert lat.images_per_s == pytest.approx(3000.0 / lat.median_ms)
+
+
+def test_measure_latency_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError):
+        measure_latency(small_net(8), (16, 16), repeats=1)
+
+
+def test_measure_returns_every_key() -> None:
+    net = small_net(8)
+    out = measure(net, (16, 16), batches=(1, 4), repeats=3, warmup=1)
+    assert out["params"] == count_params(net) and out["size_bytes"] == size_bytes(net)
+    assert out["macs"] == count_macs(net, (16, 16))
+    for key in ("latency_ms", "latency_iqr_ms", "latency_b4_ms", "latency_b4_iqr_ms", "latency_b4_per_image_ms"):
+        assert isinstance(out[key], float) and out[key] >= 0
+    assert out["latency_b4_per_image_ms"] == pytest.approx(out["latency_b4_ms"] / 4)
+    assert (out["threads"], out["repeats"], out["warmup"], out["input_h"], out["input_w"]) == (1, 3, 1, 16, 16)
+    assert out["torch"] == torch.__version__ and isinstance(out["cpu"], str) and out["cpu"]
+    assert isinstance(out["load_avg_1m"], float)
+
+
+def test_machine_info() -> None:
+    info = machine_info()
+    assert set(info) == {"cpu", "logical_cores", "usable_cores", "torch", "torch_threads"}
+    assert 1 <= int(info["usable_cores"]) <= int(info["logical_cores"])
+    assert info["torch_threads"] == torch.get_num_threads()
