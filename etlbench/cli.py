@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
+
+import yaml
 
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
 from etlbench.data import DATASETS, DatasetError, load_dataset
+from etlbench.methods import ConfigError
 from etlbench.paths import data_root
 from etlbench.registry import METHODS, TASKS, UnknownNameError
 from etlbench.tasks import LabelError, create_task
@@ -81,6 +85,39 @@ def _print_transfer(row: dict[str, Any]) -> None:
         print(f"  checkpoint: {row['checkpoint']}")
 
 
+def _method_params(pairs: list[str]) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {pair!r}: expected KEY=VALUE")
+        params[key] = yaml.safe_load(value)
+    return params
+
+
+def _prune(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.trial import RECOVERY, TrialSpec, run_trial, validate_trial
+
+    compression = None if args.compression in ("auto", "free") else float(args.compression)
+    spec = TrialSpec(task=args.task, method=args.method, compression=compression, seed=args.seed,
+                     backbone=args.backbone, dataset=args.dataset, data_root=args.data_root,
+                     input_size=args.input_size, max_train=args.max_train,
+                     transfer=TrainConfig(epochs=args.transfer_epochs),
+                     recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
+                     method_params=_method_params(args.param), threads=args.threads)
+    validate_trial(spec)
+    return run_trial(spec, args.cache)
+
+
+def _print_row(row: dict[str, Any]) -> None:
+    skip = {"traceback", "metrics"}
+    for key, value in row.items():
+        if key not in skip:
+            print(f"{key:>24}: {value:.4f}" if isinstance(value, float) else f"{key:>24}: {value}")
+    if row.get("traceback"):
+        print(row["traceback"], file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="etlbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
     p.set_defaults(run=_transfer, show=_print_transfer)
+
+    p = sub.add_parser("prune", help="one trial: prune to a budget, recover, evaluate and measure; prints one row")
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--compression", required=True,
+                   help="target parameter compression (baseline/pruned), e.g. 4; 'auto' lets etl pick its own")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--dataset")
+    p.add_argument("--data-root")
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--max-train", type=int)
+    p.add_argument("--transfer-epochs", type=int, default=TrainConfig.epochs,
+                   help="epochs of the transfer baseline (trained once, then cached)")
+    p.add_argument("--recovery-epochs", type=int, default=1)
+    p.add_argument("--recovery-steps", type=int, help="cap the recovery at this many steps (the same for all)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training and latency")
+    p.add_argument("--cache", default="runs/cache", help="transfer baselines and ETL probes are cached here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_prune, show=_print_row)
     return parser
 
 
@@ -115,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (UnknownNameError, DatasetError, LabelError, TrainingError, FileNotFoundError) as err:
+    except (UnknownNameError, DatasetError, LabelError, TrainingError, ConfigError, FileNotFoundError) as err:
         print(f"etlbench: error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -50,8 +50,10 @@ class Entry(Generic[T]):
 
 
 def _first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first sentence of the docstring's first paragraph, on one line."""
+    paragraph = " ".join((inspect.getdoc(obj) or "").strip().split("\n\n")[0].split())
+    end = paragraph.find(". ")
+    return paragraph if end < 0 else paragraph[: end + 1]
 
 
 class Registry(Generic[T]):

@@ -3,9 +3,10 @@ and report beside it the frozen linear probe, the floor every transfer must beat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,10 @@ import torch
 from etlbench import measure
 from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
 from etlbench.data import dataset_for_task, load_dataset, task_data
+from etlbench.paths import data_root
 from etlbench.probe import linear_probe
 from etlbench.tasks import create_task
-from etlbench.train import TrainConfig, build_task_model, evaluate, fine_tune
+from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,42 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
         "macs": measure.count_macs(model, size), "threads": torch.get_num_threads(),
     })
     if out_dir is not None:
-        row["checkpoint"] = str(save_checkpoint(model, row, Path(out_dir)))
+        path = checkpoint_path(spec, Path(out_dir))
+        row["checkpoint"] = str(path)
+        save_checkpoint(model, row, path)
     return row
 
 
-def checkpoint_name(row: dict[str, Any]) -> str:
-    return f"transfer-{row['task']}-{row['dataset']}-{row['backbone'].replace('/', '_')}-seed{row['seed']}.pt"
+def spec_key(spec: TransferSpec) -> str:
+    """A short stable hash of everything that determines the baseline (the probe flag aside)."""
+    fields = asdict(spec)
+    fields.pop("probe")
+    fields["data_root"] = str(data_root(spec.data_root))
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def save_checkpoint(model: torch.nn.Module, row: dict[str, Any], out_dir: Path) -> Path:
+def checkpoint_path(spec: TransferSpec, out_dir: Path) -> Path:
+    backbone = spec.backbone.replace("/", "_")
+    return out_dir / f"transfer-{spec.task}-{backbone}-seed{spec.seed}-{spec_key(spec)}.pt"
+
+
+def save_checkpoint(model: torch.nn.Module, row: dict[str, Any], path: Path) -> Path:
     """State dict and the result row (as JSON text), loadable with ``torch.load(..., weights_only=True)``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / checkpoint_name(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"state_dict": model.state_dict(), "row": json.dumps(row)}, path)
     return path
+
+
+def cached_transfer(spec: TransferSpec, cache_dir: str | Path) -> tuple[TaskModel, dict[str, Any]]:
+    """The transfer baseline of ``spec``: read from ``cache_dir`` if trained before, else trained and saved."""
+    path = checkpoint_path(spec, Path(cache_dir))
+    if not path.is_file():
+        run_transfer(spec, cache_dir)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    row = json.loads(saved["row"])
+    source, task = create_backbone(spec.backbone), create_task(spec.task)
+    data = task_data(task, load_dataset(row["dataset"] if spec.dataset is None else spec.dataset, spec.data_root,
+                                        seed=spec.seed), spec.max_train, spec.seed)
+    model = build_task_model(source, task, data.targets["train"], seed=spec.seed)
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), row

@@ -1,0 +1,64 @@
+"""The compared baselines: magnitude, Taylor and random filter pruning, from the transfer-learned model."""
+
+from __future__ import annotations
+
+import zlib
+
+import torch
+from torch import nn
+
+from etlbench.methods.base import Policy, PruneContext, PruningMethod
+from etlbench.registry import register_method
+from etlbench.train import TaskModel, _set_train_mode, iterate_batches
+
+
+@register_method("magnitude")
+class Magnitude(PruningMethod):
+    """L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017)."""
+
+    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor:
+        return layer.weight.detach().abs().flatten(1).sum(1)
+
+
+@register_method("taylor")
+class Taylor(PruningMethod):
+    """First-order Taylor importance ``(sum over a filter of grad * weight)^2``, gradients of the task loss
+    accumulated over ``batches`` training batches (Molchanov et al., "Importance Estimation for Neural Network
+    Pruning", CVPR 2019; "Pruning CNNs for Resource Efficient Inference", ICLR 2017)."""
+
+    def __init__(self, batches: int = 16, policy: Policy = "global", max_layer_ratio: float = 0.95):
+        super().__init__(policy, max_layer_ratio)
+        self.batches = batches
+        self._grads: dict[str, torch.Tensor] = {}
+
+    def prepare(self, model: TaskModel, ctx: PruneContext) -> None:
+        data, rng = ctx.data, torch.Generator().manual_seed(ctx.seed)
+        x_train, y_train = data.images["train"], data.targets["train"]
+        order = torch.randperm(len(x_train), generator=rng).numpy()
+        model.zero_grad(set_to_none=True)
+        _set_train_mode(model, freeze_norm_stats=True)
+        for i, b in enumerate(iterate_batches(x_train, 32, order)):
+            if i == self.batches:
+                break
+            x = ctx.source.preprocess(torch.from_numpy(x_train[b]), ctx.size)
+            data.task.loss(model(x), torch.from_numpy(y_train[b])).backward()
+        self._grads = {n: m.weight.grad.detach().clone() for n, m in model.named_modules()
+                       if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.grad is not None}
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
+        grad = self._grads.get(name)
+        return None if grad is None else (grad * layer.weight.detach()).flatten(1).sum(1).pow(2)
+
+
+@register_method("random")
+class Random(PruningMethod):
+    """Random filter scores (seeded per layer): the floor any criterion must beat."""
+
+    def prepare(self, model: TaskModel, ctx: PruneContext) -> None:
+        self._seed = ctx.seed
+
+    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor:
+        rng = torch.Generator().manual_seed(zlib.crc32(f"{self._seed}:{name}".encode()))
+        return torch.rand(layer.weight.shape[0], generator=rng)

@@ -1,0 +1,211 @@
+"""ETL: efficient transfer learning by retaining only cross-task-aware filters.
+
+John, Dua, Balasubramanian, Jawahar, "ETL: Efficient Transfer Learning for Face Tasks", VISAPP 2022, after
+"Low-Cost Transfer Learning of Face Tasks" (arXiv 1901.02675). The operational definition of
+``shared/docs/etl-method.md``: probe the frozen source network with linear models, cut it after the
+shallowest layer whose probe is within ``epsilon`` of the best, score each filter by how much the probe
+reads it, keep the most important filters to the budget, attach a new head and recover. No transfer
+learning is needed before pruning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from etlbench import measure
+from etlbench.backbones import ChannelPad, SourceNetwork
+from etlbench.methods.base import ConfigError, Policy, PruneContext, PruningMethod
+from etlbench.probe import fit_probe
+from etlbench.registry import register_method
+from etlbench.surgery import Budget, PruneOutcome, prune_channels, prune_to_budget
+from etlbench.tasks import Task
+from etlbench.train import TaskModel, build_task_model, iterate_batches
+
+
+@dataclass
+class ProbeReport:
+    """Held-out probe score per cut point (in order) and filter importance per probed conv (by module name)."""
+
+    cut_scores: dict[str, float]
+    importance: dict[str, np.ndarray]
+    seconds: float
+    samples: int
+
+
+def _probe_score(task: Task, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 seed: int) -> float:
+    from etlbench.probe import _probe_outputs
+
+    probe = fit_probe(task, train_x, train_y, seed)
+    return task.evaluate(task.predictions(_probe_outputs(probe, task, test_x)), test_y)[task.metric_name]
+
+
+def _coefficient_norms(task: Task, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """How much the task reads each feature: the norm of its standardised probe coefficients over outputs."""
+    coef = np.asarray(fit_probe(task, x, y, seed)[-1].coef_)
+    return np.linalg.norm(coef.reshape(-1, x.shape[1]), axis=0)
+
+
+@torch.inference_mode()
+def _descriptors(source: SourceNetwork, images: np.ndarray, size: tuple[int, int], cuts: list[str],
+                 descriptor: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-filter descriptors (spatial mean or max) of every cut point and of every conv's output, in one pass."""
+    reduce = (lambda t: t.mean(dim=(2, 3))) if descriptor == "mean" else (lambda t: t.amax(dim=(2, 3)))
+    convs = {n: m for n, m in source.blocks.named_modules()
+             if isinstance(m, nn.Conv2d) and not isinstance(m, ChannelPad)}
+    conv_parts: dict[str, list[torch.Tensor]] = {n: [] for n in convs}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: conv_parts[n].append(reduce(out)))
+             for n, m in convs.items()]
+    cut_parts: dict[str, list[torch.Tensor]] = {c: [] for c in cuts}
+    source.eval()
+    try:
+        for b in iterate_batches(images, 64):
+            outs = source.collect(source.preprocess(torch.from_numpy(images[b]), size), cuts)
+            for c in cuts:
+                cut_parts[c].append(reduce(outs[c]))
+    finally:
+        for h in hooks:
+            h.remove()
+    stack = lambda parts: {k: torch.cat(v).double().numpy() for k, v in parts.items() if v}  # noqa: E731
+    return stack(cut_parts), stack(conv_parts)
+
+
+@register_method("etl")
+class ETL(PruningMethod):
+    """Cross-task-aware filter selection from linear probes of the frozen source network (John et al.,
+    VISAPP 2022). Parameters: ``probe_samples`` training images probed (once, cached); ``epsilon`` the relative
+    tolerance of the depth rule; ``descriptor`` ``mean`` or ``max`` over space; ``holdout`` the fraction of the
+    probe subset that scores the cut-point probes; ``policy``/``max_layer_ratio`` the shared selection policy."""
+
+    starts_from = "source"
+
+    def __init__(self, probe_samples: int = 2000, epsilon: float = 0.01,
+                 descriptor: Literal["mean", "max"] = "mean", holdout: float = 0.2,
+                 policy: Policy = "global", max_layer_ratio: float = 0.95):
+        super().__init__(policy, max_layer_ratio)
+        if descriptor not in ("mean", "max"):
+            raise ConfigError(f"method 'etl': descriptor must be 'mean' or 'max', got {descriptor!r}")
+        if not 0 < holdout < 1 or epsilon < 0 or probe_samples < 50:
+            raise ConfigError(f"method 'etl': need 0 < holdout < 1, epsilon >= 0, probe_samples >= 50; got "
+                              f"holdout={holdout}, epsilon={epsilon}, probe_samples={probe_samples}")
+        self.probe_samples, self.epsilon, self.descriptor, self.holdout = probe_samples, epsilon, descriptor, holdout
+        self.report: ProbeReport | None = None
+
+    # ---- 1. cross-task probing ----------------------------------------------------------------------
+    def _cache_path(self, ctx: PruneContext) -> Path | None:
+        if ctx.cache_dir is None:
+            return None
+        key = json.dumps([ctx.data.task.name, ctx.data.dataset.source, ctx.source.name, ctx.seed, list(ctx.size),
+                          self.probe_samples, self.descriptor, self.holdout, len(ctx.data.images["train"])])
+        return Path(ctx.cache_dir) / f"etl-probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+    def probe(self, ctx: PruneContext) -> ProbeReport:
+        """Probe every cut point (held-out score) and every conv (coefficient norms), or read the cache."""
+        path = self._cache_path(ctx)
+        if path is not None and path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                cuts = [str(c) for c in z["cut_names"]]
+                return ProbeReport(dict(zip(cuts, z["cut_scores"].tolist(), strict=True)),
+                                   {k[4:]: z[k] for k in z.files if k.startswith("imp/")},
+                                   float(z["seconds"]), int(z["samples"]))
+        start = time.perf_counter()
+        task, data = ctx.data.task, ctx.data
+        rng = np.random.default_rng(ctx.seed)
+        idx = rng.permutation(len(data.images["train"]))[: self.probe_samples]
+        images, y = data.images["train"][idx], data.targets["train"][idx]
+        cuts = [p.name for p in ctx.source.cut_points()]
+        cut_x, conv_x = _descriptors(ctx.source, images, ctx.size, cuts, self.descriptor)
+        n_fit = round(len(idx) * (1 - self.holdout))
+        scores = {c: _probe_score(task, cut_x[c][:n_fit], y[:n_fit], cut_x[c][n_fit:], y[n_fit:], ctx.seed)
+                  for c in cuts}
+        importance = {n: _coefficient_norms(task, x, y, ctx.seed) for n, x in conv_x.items()}
+        report = ProbeReport(scores, importance, time.perf_counter() - start, len(idx))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, cut_names=np.array(cuts), cut_scores=np.array([scores[c] for c in cuts]),
+                     seconds=report.seconds, samples=report.samples,
+                     **{f"imp/{n}": v for n, v in importance.items()})
+        return report
+
+    # ---- 2. depth -----------------------------------------------------------------------------------
+    def epsilon_cut(self, report: ProbeReport, higher_is_better: bool) -> str:
+        """The shallowest cut point whose probe is within ``epsilon`` (relative) of the best one."""
+        scores = report.cut_scores
+        best = max(scores.values()) if higher_is_better else min(scores.values())
+        for cut, s in scores.items():
+            if (s >= best * (1 - self.epsilon)) if higher_is_better else (s <= best * (1 + self.epsilon)):
+                return cut
+        raise AssertionError("the best cut point satisfies its own rule")
+
+    def start_model(self, ctx: PruneContext) -> TaskModel:
+        start = time.perf_counter()
+        self.report = self.probe(ctx)
+        self.cut = self.epsilon_cut(self.report, ctx.data.task.higher_is_better)
+        self.fields.update(cut_layer=self.cut, probe_seconds=self.report.seconds, probe_samples=self.report.samples,
+                           probe_cut_score=self.report.cut_scores[self.cut],
+                           probe_best_score=max(self.report.cut_scores.values()) if ctx.data.task.higher_is_better
+                           else min(self.report.cut_scores.values()))
+        self._ctx = ctx
+        self.fields["method_seconds_probe_or_cache"] = time.perf_counter() - start
+        return self._truncated(self.cut)
+
+    def _truncated(self, cut: str) -> TaskModel:
+        ctx = self._ctx
+        return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
+
+    # ---- 3. filter importance -----------------------------------------------------------------------
+    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
+        """The probe's coefficient norms of this conv's filters (module names are relative to the trunk)."""
+        scores = self.report.importance.get(name.removeprefix("trunk."))
+        return None if scores is None else torch.from_numpy(scores)
+
+    # ---- 4. selection -------------------------------------------------------------------------------
+    def prune(self, model: TaskModel, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
+        """Truncate at the epsilon cut (deeper if the cut alone already undershoots the budget), then select
+        filters to the budget. Without a budget, the epsilon rule also picks the filters (budget-free mode)."""
+        if budget is None:
+            return self._budget_free(model, ctx)
+        baseline = ctx.baseline_params if budget.of == "params" else ctx.baseline_macs
+        floor = baseline / budget.compression * (1 - budget.tolerance)
+        names = list(self.report.cut_scores)
+        for cut in names[names.index(self.cut):]:
+            if cut != self.cut:
+                model = self._truncated(cut)
+            size = measure.count_params(model) if budget.of == "params" else measure.count_macs(model, ctx.size)
+            if size >= floor:
+                break
+        self.fields["cut_layer"] = cut
+        return prune_to_budget(model, self.channel_scores, budget, baseline, ctx.size, policy=self.policy,
+                               max_layer_ratio=self.max_layer_ratio)
+
+    def _budget_free(self, model: TaskModel, ctx: PruneContext) -> PruneOutcome:
+        """Keep the smallest fraction of the cut layer's filters (by importance) whose probe stays within
+        ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
+        task, data = ctx.data.task, ctx.data
+        idx = np.random.default_rng(ctx.seed).permutation(len(data.images["train"]))[: self.probe_samples]
+        cut_x, _ = _descriptors(ctx.source, data.images["train"][idx], ctx.size, [self.cut], self.descriptor)
+        x, y = cut_x[self.cut], data.targets["train"][idx]
+        n_fit = round(len(idx) * (1 - self.holdout))
+        order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed))
+        full = self.report.cut_scores[self.cut]
+        keep = 1.0
+        for fraction in np.arange(0.1, 1.0, 0.1):
+            cols = order[: max(1, round(fraction * x.shape[1]))]
+            s = _probe_score(task, x[:n_fit, cols], y[:n_fit], x[n_fit:, cols], y[n_fit:], ctx.seed)
+            if (s >= full * (1 - self.epsilon)) if task.higher_is_better else (s <= full * (1 + self.epsilon)):
+                keep = float(fraction)
+                break
+        self.fields["kept_fraction"] = keep
+        pruned = prune_channels(model, self.channel_scores, 1 - keep, ctx.size, policy="uniform",
+                                max_layer_ratio=self.max_layer_ratio)
+        return PruneOutcome(pruned, "ok", "", measure.count_params(pruned), measure.count_macs(pruned, ctx.size),
+                            1 - keep)

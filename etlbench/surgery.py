@@ -1,0 +1,230 @@
+"""Structural surgery: channels are physically removed (Torch-Pruning underneath), or the trunk is truncated.
+
+:func:`prune_to_budget` searches the pruning ratio until the model lands within the tolerance of the
+target compression, or reports the target as infeasible with the reason; it never changes the target.
+Importance comes from a per-layer channel score (:class:`ChannelScoreImportance`), in the spirit of
+Torch-Pruning's ``Importance`` (Fang et al., "DepGraph: Towards Any Structural Pruning", CVPR 2023).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from etlbench import measure
+from etlbench.backbones import ChannelPad
+from etlbench.train import TaskModel
+
+ScoreFn = Callable[[str, nn.Module], "torch.Tensor | None"]
+_OUT_CHANNEL_FNS = {tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels}
+
+
+class ChannelScoreImportance(tp.importance.Importance):
+    """Group importance from a per-layer score of output channels.
+
+    Every layer of a coupled group whose output channels are removed (convolutions and linear layers,
+    ChannelPad excepted) contributes its scores, normalised by their mean (per-layer normalised global
+    ranking); the group's importance is their average. ``score(name, layer)`` may return ``None`` for a
+    layer it has no opinion on.
+    """
+
+    def __init__(self, model: nn.Module, score: ScoreFn):
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.score = score
+
+    @torch.no_grad()
+    def __call__(self, group: tp.Group) -> torch.Tensor | None:
+        total, count = torch.zeros(len(group[0].root_idxs)), 0
+        for item in group:
+            layer, idxs = item.dep.layer, item.idxs
+            if item.dep.pruning_fn not in _OUT_CHANNEL_FNS or isinstance(layer, ChannelPad):
+                continue
+            scores = self.score(self.names[id(layer)], layer)
+            if scores is None:
+                continue
+            scores = scores.detach().float().flatten()
+            scores = scores / scores.mean().clamp_min(1e-12)
+            total.index_add_(0, torch.as_tensor(item.root_idxs), scores[torch.as_tensor(idxs)])
+            count += 1
+        return total / count if count else None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A target compression of parameters (or MACs): baseline / pruned, e.g. 4.0; met within ``tolerance``."""
+
+    compression: float
+    of: Literal["params", "macs"] = "params"
+    tolerance: float = 0.10
+
+    def __post_init__(self) -> None:
+        if self.compression < 1:
+            raise ValueError(f"compression must be at least 1 (a ratio baseline/pruned), got {self.compression}")
+
+
+@dataclass
+class PruneOutcome:
+    """A pruned model (``None`` when infeasible), what it achieved and how."""
+
+    model: TaskModel | None
+    status: Literal["ok", "infeasible"]
+    reason: str
+    params: int
+    macs: int
+    pruning_ratio: float
+
+
+def _size(model: nn.Module, of: str, size: tuple[int, int]) -> int:
+    return measure.count_params(model) if of == "params" else measure.count_macs(model, size)
+
+
+def freeze_channel_pads(model: nn.Module) -> None:
+    """ChannelPad weights are a fixed selection; keep them out of training after surgery."""
+    for m in model.modules():
+        if isinstance(m, ChannelPad):
+            m.weight.requires_grad_(False)
+
+
+def _groups(model: nn.Module, size: tuple[int, int]) -> list[tp.Group]:
+    """The coupled channel groups of ``model`` (the head's outputs excluded), in a stable order."""
+    with torch.inference_mode(False), torch.enable_grad():  # the graph is traced through autograd
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, *size))
+    head = model.head.fc if hasattr(model, "head") else None
+    return list(graph.get_all_groups(ignored_layers=[head] if head is not None else [],
+                                     root_module_types=[nn.Conv2d, nn.Linear]))
+
+
+def group_importance(model: TaskModel, score: ScoreFn, size: tuple[int, int]) -> list[torch.Tensor | None]:
+    """One importance vector per coupled group (``None``: no layer of the group was scored)."""
+    importance = ChannelScoreImportance(model, score)
+    return [importance(g) for g in _groups(model, size)]
+
+
+def plan_pruning(importance: list[torch.Tensor | None], ratio: float, policy: Literal["global", "uniform"],
+                 max_layer_ratio: float) -> list[torch.Tensor]:
+    """Channel indices to remove per group: ``ratio`` of all scored channels, lowest importance first.
+
+    ``uniform`` removes the same fraction from every group; ``global`` ranks all channels together (the
+    scores are normalised per layer) with at most ``max_layer_ratio`` of any group removed.
+    """
+    empty = torch.zeros(0, dtype=torch.long)
+    scored = [imp for imp in importance if imp is not None]
+    if ratio <= 0 or not scored:
+        return [empty for _ in importance]
+    threshold = None
+    if policy == "global":
+        flat = torch.cat(scored)
+        k = int(ratio * len(flat))
+        threshold = torch.kthvalue(flat, k).values if k > 0 else flat.min() - 1
+    plan = []
+    for imp in importance:
+        if imp is None:
+            plan.append(empty)
+            continue
+        cap = min(int(max_layer_ratio * len(imp)), len(imp) - 1)
+        order = torch.argsort(imp, stable=True)
+        n = int(ratio * len(imp)) if threshold is None else int((imp <= threshold).sum())
+        plan.append(order[: min(n, cap)])
+    return plan
+
+
+def apply_plan(model: TaskModel, plan: list[torch.Tensor], size: tuple[int, int]) -> TaskModel:
+    """A copy of ``model`` with the planned channels physically removed."""
+    pruned = copy.deepcopy(model)
+    for group, idxs in zip(_groups(pruned, size), plan, strict=True):
+        if len(idxs):
+            dep = group[0].dep
+            group._DG.get_pruning_group(dep.target.module, dep.handler, idxs.tolist()).prune()
+    freeze_channel_pads(pruned)
+    return pruned
+
+
+def prune_channels(model: TaskModel, score: ScoreFn, ratio: float, size: tuple[int, int], *,
+                   policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95) -> TaskModel:
+    """A pruned copy with ``ratio`` of the scored channels removed (the head's outputs never are)."""
+    plan = plan_pruning(group_importance(model, score, size), ratio, policy, max_layer_ratio)
+    return apply_plan(model, plan, size)
+
+
+def prune_to_budget(model: TaskModel, score: ScoreFn, budget: Budget, baseline: int, size: tuple[int, int], *,
+                    policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95,
+                    max_iters: int = 16) -> PruneOutcome:
+    """Bisect the pruning ratio until ``baseline / size(pruned)`` is within the budget's tolerance."""
+    target = baseline / budget.compression
+    lo_ok, hi_ok = (1 - budget.tolerance) * target, (1 + budget.tolerance) * target
+
+    def outcome(m: TaskModel, ratio: float, status: str = "ok", reason: str = "") -> PruneOutcome:
+        return PruneOutcome(m if status == "ok" else None, status, reason, measure.count_params(m),
+                            measure.count_macs(m, size), ratio)
+
+    start = _size(model, budget.of, size)
+    if start < lo_ok:
+        return outcome(model, 0.0, "infeasible", f"the start model has {start:,} {budget.of}, already below "
+                                                  f"the target {target:,.0f} ({baseline:,} / {budget.compression})")
+    if start <= hi_ok:
+        return outcome(copy.deepcopy(model), 0.0)
+    importance = group_importance(model, score, size)
+
+    def pruned_at(ratio: float) -> tuple[TaskModel, int]:
+        m = apply_plan(model, plan_pruning(importance, ratio, policy, max_layer_ratio), size)
+        return m, _size(m, budget.of, size)
+
+    smallest, n = pruned_at(1.0)
+    if n > hi_ok:
+        return outcome(smallest, 1.0, "infeasible",
+                       f"removing every channel the selection policy allows ({policy}, at most {max_layer_ratio:.0%} "
+                       f"per layer) leaves {n:,} {budget.of}, above the target {target:,.0f} (+{budget.tolerance:.0%})")
+    lo, hi, best = 0.0, 1.0, None
+    for _ in range(max_iters):
+        ratio = (lo + hi) / 2
+        pruned, n = pruned_at(ratio)
+        err = abs(n / target - 1)
+        if lo_ok <= n <= hi_ok and (best is None or err < best[0]):
+            best = (err, pruned, ratio)
+            if err < budget.tolerance / 4:
+                break
+        lo, hi = (ratio, hi) if n > target else (lo, ratio)
+    if best is None:
+        return outcome(model, hi, "infeasible", f"no pruning ratio gave {budget.of} within {budget.tolerance:.0%} of "
+                                                f"{target:,.0f}: the channel granularity is too coarse at this budget")
+    return outcome(best[1], best[2])
+
+
+_SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
+
+
+def save_pruned(model: nn.Module, path_or_buffer: str | io.BytesIO, meta: dict | None = None) -> None:
+    """Save a (pruned) model: its state dict and each layer's channel attributes, so that
+    :func:`load_pruned` can rebuild it from the unpruned architecture. Only tensors and plain values are stored."""
+    shapes = {name: {a: getattr(m, a) for a in _SHAPE_ATTRS if isinstance(getattr(m, a, None), int)}
+              for name, m in model.named_modules()}
+    torch.save({"state_dict": model.state_dict(), "shapes": {k: v for k, v in shapes.items() if v},
+                "meta": meta or {}}, path_or_buffer)
+
+
+def load_pruned(unpruned: nn.Module, path_or_buffer: str | io.BytesIO) -> nn.Module:
+    """Load a model saved by :func:`save_pruned` into its unpruned architecture (``weights_only=True``)."""
+    saved = torch.load(path_or_buffer, map_location="cpu", weights_only=True)
+    modules = dict(unpruned.named_modules())
+    for name, attrs in saved["shapes"].items():
+        if name not in modules:
+            raise KeyError(f"saved layer {name!r} does not exist in {type(unpruned).__name__}")
+        for attr, value in attrs.items():
+            setattr(modules[name], attr, value)
+    for key, tensor in saved["state_dict"].items():
+        owner, _, leaf = key.rpartition(".")
+        module = modules[owner]
+        current = getattr(module, leaf)
+        if isinstance(current, nn.Parameter):
+            setattr(module, leaf, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        elif isinstance(current, torch.Tensor):
+            module.register_buffer(leaf, torch.empty_like(tensor))
+    unpruned.load_state_dict(saved["state_dict"])
+    return unpruned
