@@ -61,8 +61,7 @@ def _transfer(args: argparse.Namespace) -> dict[str, Any]:
 
     spec = TransferSpec(task=args.task, backbone=args.backbone, dataset=args.dataset, data_root=args.data_root,
                         input_size=args.input_size, max_train=args.max_train, seed=args.seed,
-                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
-                        probe=not args.no_probe)
+                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
     return run_transfer(spec, out_dir=args.out, threads=args.threads)
 
 
@@ -75,9 +74,8 @@ def _print_transfer(row: dict[str, Any]) -> None:
           f"seed {row['seed']}")
     print(f"  test {row['metric_name']}: {row['metric']:.4f} ({arrow}); all: "
           + ", ".join(f"{k} {v:.4f}" for k, v in row["metrics"].items()))
-    if "probe_metric" in row:
-        print(f"  frozen linear probe ({row['probe_cut']}): {row['metric_name']} {row['probe_metric']:.4f} "
-              f"in {row['probe_seconds']:.1f} s")
+    print(f"  frozen linear probe ({row['probe_cut']}): {row['metric_name']} {row['probe_metric']:.4f} "
+          f"in {row['probe_seconds']:.1f} s (the head starts from it: linear probe, then fine-tune)")
     print(f"  params {row['params']:,}  size {row['size_bytes']:,} B  MACs {row['macs']:,}")
     print(f"  train {row['train_seconds']:.1f} s, {row['samples_seen']:,} samples, best epoch {row['best_epoch']}/"
           f"{row['epochs']}, {row['threads']} threads")
@@ -141,7 +139,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
-    p.add_argument("--no-probe", action="store_true", help="skip the frozen linear probe")
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
     p.set_defaults(run=_transfer, show=_print_transfer)

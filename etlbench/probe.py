@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from etlbench.backbones import Preprocess, SourceNetwork
 from etlbench.data import TaskData
-from etlbench.tasks import Task
+from etlbench.tasks import Task, TaskHead
 from etlbench.train import iterate_batches
 
 ALPHAS = np.logspace(-2, 5, 15)
@@ -63,6 +63,31 @@ class ProbeResult:
     feature_seconds: float
     fit_seconds: float
     samples: int
+    probe: Pipeline
+
+
+@torch.no_grad()
+def head_from_probe(head: TaskHead, probe: Pipeline, task: Task) -> None:
+    """Set a task head (pool + linear, see :class:`TaskHead`) to compute the fitted probe exactly.
+
+    This is the linear-probe-then-fine-tune recipe (Kumar et al., "Fine-Tuning can Distort Pretrained
+    Features and Underperform Out-of-Distribution", ICLR 2022): fine-tuning starts from the probe's solution.
+    """
+    scaler, model = probe[0], probe[-1]
+    w = np.asarray(model.coef_, np.float64).reshape(-1, len(scaler.mean_)) / scaler.scale_
+    b = np.asarray(model.intercept_, np.float64).reshape(-1) - w @ scaler.mean_
+    if task.kind == "classification":
+        full_w, full_b = np.zeros((task.num_outputs, w.shape[1])), np.full(task.num_outputs, -1e4)
+        classes = np.asarray(model.classes_)
+        if len(classes) == 2:  # scikit-learn keeps one row for two classes: logit(class 1) - logit(class 0)
+            w, b = np.vstack([-w / 2, w / 2]), np.concatenate([-b / 2, b / 2])
+        full_w[classes], full_b[classes] = w, b
+        w, b = full_w, full_b
+    else:
+        scale, shift = head.scale.double().numpy(), head.shift.double().numpy()
+        w, b = w / scale[:, None], (b - shift) / scale
+    head.fc.weight.copy_(torch.from_numpy(w))
+    head.fc.bias.copy_(torch.from_numpy(b))
 
 
 def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], cut: str | None = None,
@@ -81,7 +106,7 @@ def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], c
     def score(split: str) -> dict[str, float]:
         return task.evaluate(task.predictions(_probe_outputs(probe, task, feats[split])), data.targets[split])
 
-    return ProbeResult(cut, score("test"), score("val"), feature_seconds, fit_seconds, len(feats["train"]))
+    return ProbeResult(cut, score("test"), score("val"), feature_seconds, fit_seconds, len(feats["train"]), probe)
 
 
 def _probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarray:

@@ -127,9 +127,20 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
                                                                                  / total_steps)))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    best, best_state, best_epoch, history = None, None, 0, []
+    best, best_state, best_epoch, best_val, history = None, None, 0, {}, []
     step = seen = 0
     start = time.perf_counter()
+
+    def select(epoch: int, train_loss: float) -> None:  # model selection on the validation split only
+        nonlocal best, best_state, best_epoch, best_val
+        val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
+        history.append({"epoch": epoch, "step": step, "train_loss": train_loss,
+                        **{f"val_{k}": v for k, v in val.items()}})
+        if _better(task, val[task.metric_name], best):
+            best, best_epoch, best_val = val[task.metric_name], epoch, val
+            best_state = copy.deepcopy(model.state_dict())
+
+    select(0, math.nan)  # the starting point competes too (e.g. the linear probe's head)
     for epoch in range(1, epochs + 1):
         _set_train_mode(model, cfg.freeze_norm_stats)
         losses = []
@@ -153,13 +164,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
             losses.append(loss.item())
             step += 1
             seen += len(b)
-        val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
-        history.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                        **{f"val_{k}": v for k, v in val.items()}})
-        if _better(task, val[task.metric_name], best):
-            best, best_epoch = val[task.metric_name], epoch
-            best_state = copy.deepcopy(model.state_dict())
-            best_val = val
+        select(epoch, float(np.mean(losses)) if losses else math.nan)
     train_seconds = time.perf_counter() - start
     model.load_state_dict(best_state)
     model.eval()

@@ -1,5 +1,9 @@
 """The transfer baseline (design.md): fine-tune the whole source network with a new head, evaluate on test,
-and report beside it the frozen linear probe, the floor every transfer must beat."""
+and report beside it the frozen linear probe, the floor every transfer must beat.
+
+Recipe: linear probe, then fine-tune (LP-FT, Kumar et al., ICLR 2022): the new head starts from the probe's
+solution and the whole network is fine-tuned; the validation split picks the best epoch (epoch 0 included).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from etlbench import measure
 from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
 from etlbench.data import dataset_for_task, load_dataset, task_data
 from etlbench.paths import data_root
-from etlbench.probe import linear_probe
+from etlbench.probe import head_from_probe, linear_probe
 from etlbench.tasks import create_task
 from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune
 
@@ -33,7 +37,6 @@ class TransferSpec:
     max_train: int | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
-    probe: bool = True
 
 
 def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads: int | None = None) -> dict[str, Any]:
@@ -55,12 +58,13 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
     if dataset.synthetic:
         row["note"] = " ".join(dataset.notes)
 
-    if spec.probe:
-        probe = linear_probe(source, data, size, seed=spec.seed)
-        row.update({"probe_cut": probe.cut, "probe_metric": probe.metrics[task.metric_name],
-                    "probe_metrics": probe.metrics, "probe_seconds": probe.feature_seconds + probe.fit_seconds})
+    probe = linear_probe(source, data, size, seed=spec.seed)
+    row.update({"probe_cut": probe.cut, "probe_metric": probe.metrics[task.metric_name],
+                "probe_metrics": probe.metrics, "probe_val_metric": probe.val_metrics[task.metric_name],
+                "probe_seconds": probe.feature_seconds + probe.fit_seconds})
 
     model = build_task_model(source, task, data.targets["train"], seed=spec.seed)
+    head_from_probe(model.head, probe.probe, task)  # linear probe, then fine-tune (LP-FT)
     result = fine_tune(model, data, source.preprocess, size, spec.train, seed=spec.seed)
     start = time.perf_counter()
     test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
@@ -81,7 +85,6 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
 def spec_key(spec: TransferSpec) -> str:
     """A short stable hash of everything that determines the baseline (the probe flag aside)."""
     fields = asdict(spec)
-    fields.pop("probe")
     fields["data_root"] = str(data_root(spec.data_root))
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from etlbench.backbones import create_backbone
 from etlbench.cli import main
 from etlbench.data import load_dataset, task_data
-from etlbench.probe import linear_probe
+from etlbench.probe import fit_probe, head_from_probe, linear_probe
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, build_task_model, evaluate
 from etlbench.transfer import TransferSpec, run_transfer
@@ -22,7 +23,7 @@ TINY = TrainConfig(epochs=1, batch_size=16)
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
     out = tmp_path_factory.mktemp("transfer")
-    spec = TransferSpec(task="head_pose", dataset="synthetic", max_train=48, seed=3, train=TINY, probe=False)
+    spec = TransferSpec(task="head_pose", dataset="synthetic", max_train=48, seed=3, train=TINY)
     return run_transfer(spec, out / "a"), run_transfer(spec, out / "b")
 
 
@@ -58,7 +59,7 @@ def test_row_reports_cost_and_size(two_runs: tuple[dict, dict]) -> None:
 
 def test_cli_json_says_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture, no_data_root: None) -> None:
     assert main(["transfer", "--task", "gender", "--max-train", "32", "--epochs", "1", "--batch-size", "16",
-                 "--no-probe", "--json", "--out", str(tmp_path)]) == 0
+                 "--json", "--out", str(tmp_path)]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["dataset"] == "synthetic" and row["synthetic"] is True
     assert 0.0 <= row["metric"] <= 1.0 and Path(row["checkpoint"]).is_file()
@@ -77,3 +78,25 @@ def test_linear_probe_on_real_faces_reads_gender(real_data_root: Path) -> None:
     data = task_data(task, load_dataset("utkface", real_data_root), max_train=1500, seed=0)
     result = linear_probe(create_backbone("dlib-resnet29"), data, (112, 112))
     assert result.metrics["accuracy"] > 0.85
+
+
+@pytest.mark.parametrize(("task_name", "make_y"), [
+    ("gender", lambda x: (x[:, 0] + x[:, 1] > 0).astype(np.int64)),
+    ("emotion", lambda x: np.argmax(x[:, :7], 1)),
+    ("age", lambda x: 30 + 10 * x[:, :1] + 5 * x[:, 1:2]),
+    ("head_pose", lambda x: 20 * x[:, :3]),
+])
+def test_head_starts_exactly_at_the_linear_probe(task_name: str, make_y) -> None:
+    """Linear probe, then fine-tune: the head computes the probe's predictions before any training."""
+    task = create_task(task_name)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12)) * rng.uniform(0.5, 3, 12) + rng.normal(size=12)
+    y = make_y(x).astype(np.float32 if task.kind == "regression" else np.int64)
+    probe = fit_probe(task, x, y)
+    head = task.make_head(12, y)
+    head_from_probe(head, probe, task)
+    out = head(torch.from_numpy(x).float()[:, :, None, None]).detach().numpy()
+    if task.kind == "regression":
+        np.testing.assert_allclose(out, np.asarray(probe.predict(x)).reshape(out.shape), rtol=1e-4, atol=1e-3)
+    else:
+        np.testing.assert_array_equal(out.argmax(1), probe.predict(x))
