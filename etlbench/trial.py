@@ -93,7 +93,7 @@ def _run(spec: TrialSpec, cache_dir: Path) -> dict[str, Any]:
     data = task_data(task, dataset, spec.max_train, spec.seed)
     source = create_backbone(spec.backbone)
     size = (spec.input_size, spec.input_size) if spec.input_size else source.preprocess.input_size
-    transfer_spec = TransferSpec(task=spec.task, backbone=spec.backbone, dataset=dataset.name,
+    transfer_spec = TransferSpec(task=spec.task, backbone=spec.backbone, dataset=spec.dataset,
                                  data_root=spec.data_root, input_size=spec.input_size, max_train=spec.max_train,
                                  seed=spec.seed, train=spec.transfer)
     baseline, base_row = cached_transfer(transfer_spec, cache_dir / "transfer")
