@@ -70,7 +70,8 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
     test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
     row.update({
         "metric": test[task.metric_name], "metrics": test, "val_metric": result.val_metrics[task.metric_name],
-        "best_epoch": result.best_epoch, "epochs": spec.train.epochs, "train_seconds": result.train_seconds,
+        "best_epoch": result.best_epoch, "epochs": spec.train.epochs, "history": result.history,
+        "train_seconds": result.train_seconds,
         "samples_seen": result.samples_seen, "eval_seconds": time.perf_counter() - start,
         "params": measure.count_params(model), "size_bytes": measure.size_bytes(model),
         "macs": measure.count_macs(model, size), "threads": torch.get_num_threads(),

@@ -26,7 +26,7 @@ from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, evaluate, fine_tune
 from etlbench.transfer import TransferSpec, cached_transfer
 
-RECOVERY = TrainConfig(epochs=1, trunk_lr_scale=1.0)
+RECOVERY = TrainConfig(epochs=1, lr=1e-3)  # a new or pruned head needs a larger step than the transfer baseline
 
 
 @dataclass(frozen=True)
