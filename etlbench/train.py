@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -169,7 +169,3 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(best_val, best_epoch, train_seconds, seen, step, history)
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

@@ -147,7 +147,6 @@ class ETL(PruningMethod):
         raise AssertionError("the best cut point satisfies its own rule")
 
     def start_model(self, ctx: PruneContext) -> TaskModel:
-        start = time.perf_counter()
         self.report = self.probe(ctx)
         self.cut = self.epsilon_cut(self.report, ctx.data.task.higher_is_better)
         self.fields.update(cut_layer=self.cut, probe_seconds=self.report.seconds, probe_samples=self.report.samples,
@@ -155,7 +154,6 @@ class ETL(PruningMethod):
                            probe_best_score=max(self.report.cut_scores.values()) if ctx.data.task.higher_is_better
                            else min(self.report.cut_scores.values()))
         self._ctx = ctx
-        self.fields["method_seconds_probe_or_cache"] = time.perf_counter() - start
         return self._truncated(self.cut)
 
     def _truncated(self, cut: str) -> TaskModel:
