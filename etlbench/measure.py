@@ -120,10 +120,22 @@ class Latency:
         return 1000.0 * self.batch / self.median_ms
 
 
-def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1, threads: int = 1,
-                    warmup: int = 5, repeats: int = 30, channels: int = 3) -> Latency:
-    """Time ``repeats`` forward calls of ``model`` on a fixed random batch, after ``warmup`` untimed calls.
+def _median_ci_width(times: list[float]) -> float:
+    """Relative width of the distribution-free 95% confidence interval of the median (order statistics)."""
+    ordered, n = sorted(times), len(times)
+    half = 0.98 * n**0.5  # 1.96 * sqrt(n) / 2 ranks either side of the middle
+    lo, hi = max(0, int(n / 2 - half)), min(n - 1, int(n / 2 + half + 1))
+    return (ordered[hi] - ordered[lo]) / statistics.median(ordered)
 
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1, threads: int = 1,
+                    warmup: int = 5, repeats: int = 30, channels: int = 3, warmup_seconds: float = 1.0,
+                    max_seconds: float = 10.0, target_ci: float = 0.02) -> Latency:
+    """Time forward calls of ``model`` on a fixed random batch: the median and IQR of the call times.
+
+    Warm-up: at least ``warmup`` untimed calls and ``warmup_seconds``. Then ``repeats`` timed calls, and more
+    (in rounds of ``repeats``) while the 95% confidence interval of the median is wider than ``target_ci``
+    of it and less than ``max_seconds`` were spent timing; ``Latency.repeats`` says how many were made.
     Runs under ``torch.inference_mode`` in eval mode with ``threads`` intra-op threads and the garbage
     collector paused; the model's train/eval flags and torch's thread count are restored afterwards.
     """
@@ -134,21 +146,27 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 
     times: list[float] = []
     gc_was_enabled = gc.isenabled()
     with _eval_mode(model), _num_threads(threads), torch.inference_mode():
-        for _ in range(warmup):
+        start = time.perf_counter()
+        calls = 0
+        while calls < warmup or time.perf_counter() - start < warmup_seconds:
             model(x)
+            calls += 1
         gc.collect()
         gc.disable()
         try:
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                times.append(time.perf_counter() - start)
+            spent = 0.0
+            while not times or (_median_ci_width(times) > target_ci and spent < max_seconds):
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - t0)
+                    spent += times[-1]
         finally:
             if gc_was_enabled:
                 gc.enable()
     q1, median, q3 = statistics.quantiles([t * 1000.0 for t in times], n=4, method="inclusive")
     return Latency(median_ms=median, iqr_ms=q3 - q1, batch=batch, threads=threads,
-                   input_size=(int(input_size[0]), int(input_size[1])), repeats=repeats, warmup=warmup)
+                   input_size=(int(input_size[0]), int(input_size[1])), repeats=len(times), warmup=calls)
 
 
 @cache
