@@ -18,10 +18,11 @@ from etlbench.backbones.mobilefacenet import (
     load_checkpoint,
     mobilefacenet,
 )
+from etlbench.paths import models_root
 from etlbench.registry import BACKBONES
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-MODELS = Path(os.environ.get("ETLBENCH_MODELS") or SHARED / "models")
+MODELS = models_root() or SHARED / "models"  # ETLBENCH_MODELS, else beside the data root
 DATA = Path(os.environ.get("ETLBENCH_DATA") or SHARED / "data")
 CKPT_DIR = MODELS / "mobilefacenet_casia"
 CKPT = CKPT_DIR / "068.ckpt"
