@@ -104,12 +104,13 @@ def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], c
     task = data.task
 
     def score(split: str) -> dict[str, float]:
-        return task.evaluate(task.predictions(_probe_outputs(probe, task, feats[split])), data.targets[split])
+        return task.evaluate(task.predictions(probe_outputs(probe, task, feats[split])), data.targets[split])
 
     return ProbeResult(cut, score("test"), score("val"), feature_seconds, fit_seconds, len(feats["train"]), probe)
 
 
-def _probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarray:
+def probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarray:
+    """Outputs shaped like a task head's: values for regression, class probabilities (all classes) otherwise."""
     if task.kind == "regression":
         return np.asarray(probe.predict(features)).reshape(len(features), -1)
     out = np.zeros((len(features), task.num_outputs))

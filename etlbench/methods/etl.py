@@ -24,7 +24,7 @@ from torch import nn
 from etlbench import measure
 from etlbench.backbones import ChannelPad, SourceNetwork
 from etlbench.methods.base import ConfigError, Policy, PruneContext, PruningMethod
-from etlbench.probe import fit_probe
+from etlbench.probe import fit_probe, probe_outputs
 from etlbench.registry import register_method
 from etlbench.surgery import Budget, PruneOutcome, prune_channels, prune_to_budget
 from etlbench.tasks import Task
@@ -43,10 +43,8 @@ class ProbeReport:
 
 def _probe_score(task: Task, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                  seed: int) -> float:
-    from etlbench.probe import _probe_outputs
-
     probe = fit_probe(task, train_x, train_y, seed)
-    return task.evaluate(task.predictions(_probe_outputs(probe, task, test_x)), test_y)[task.metric_name]
+    return task.evaluate(task.predictions(probe_outputs(probe, task, test_x)), test_y)[task.metric_name]
 
 
 def _coefficient_norms(task: Task, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
@@ -75,8 +73,11 @@ def _descriptors(source: SourceNetwork, images: np.ndarray, size: tuple[int, int
     finally:
         for h in hooks:
             h.remove()
-    stack = lambda parts: {k: torch.cat(v).double().numpy() for k, v in parts.items() if v}  # noqa: E731
-    return stack(cut_parts), stack(conv_parts)
+    return _stack(cut_parts), _stack(conv_parts)
+
+
+def _stack(parts: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
+    return {k: torch.cat(v).double().numpy() for k, v in parts.items() if v}
 
 
 @register_method("etl")
