@@ -102,7 +102,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
                      input_size=args.input_size, max_train=args.max_train,
                      transfer=TrainConfig(epochs=args.transfer_epochs),
                      recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
-                     method_params=_method_params(args.param), threads=args.threads)
+                     method_params=_method_params(args.param), budget_of=args.budget_of, threads=args.threads)
     validate_trial(spec)
     return run_trial(spec, args.cache)
 
@@ -148,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True)
     p.add_argument("--compression", required=True,
                    help="target parameter compression (baseline/pruned), e.g. 4; 'auto' lets etl pick its own")
+    p.add_argument("--budget-of", choices=["params", "macs"], default="params",
+                   help="what the compression ratio counts (default: parameters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE)
     p.add_argument("--dataset")

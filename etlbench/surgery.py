@@ -67,6 +67,8 @@ class Budget:
     def __post_init__(self) -> None:
         if self.compression < 1:
             raise ValueError(f"compression must be at least 1 (a ratio baseline/pruned), got {self.compression}")
+        if self.of not in ("params", "macs"):
+            raise ValueError(f"a budget is a compression of 'params' or 'macs', got {self.of!r}")
 
 
 @dataclass

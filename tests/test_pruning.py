@@ -96,6 +96,15 @@ def test_unreachable_budget_is_infeasible_with_a_reason() -> None:
     assert out.status == "infeasible" and out.model is None and "above the target" in out.reason
     with pytest.raises(ValueError, match="at least 1"):
         Budget(0.5)
+    with pytest.raises(ValueError, match="'params' or 'macs'"):
+        Budget(4, of="flops")  # type: ignore[arg-type]
+
+
+def test_a_macs_budget_is_met_in_macs() -> None:
+    model = _model(create_backbone("dlib-resnet29"))
+    base = measure.count_macs(model, (112, 112))
+    out = prune_to_budget(model, L1, Budget(4, of="macs"), base, (112, 112))
+    assert out.status == "ok" and abs(base / out.macs / 4 - 1) <= 0.10
 
 
 def test_methods_are_registered_and_check_their_parameters() -> None:
