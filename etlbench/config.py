@@ -1,0 +1,167 @@
+"""Experiment specs: a YAML file or a named preset, validated as a whole before anything runs.
+
+Every key is checked (after Distiller's config checking): an unknown section or key, a method parameter the
+plugin does not take, an unknown task, method, backbone or dataset, or a compression below 1 is an error
+that names the file, the section and the key. A valid spec expands into the plan: one :class:`TrialSpec`
+per task x method x compression x seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
+from etlbench.methods import METHODS, method_parameters
+from etlbench.registry import DATASETS, TASKS, UnknownNameError
+from etlbench.train import TrainConfig
+from etlbench.trial import RECOVERY, TrialSpec
+
+TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+class SpecError(ValueError):
+    """An experiment spec that cannot run; the message names the source, the section and the key."""
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A validated experiment: what to run, with which budgets."""
+
+    name: str
+    tasks: dict[str, str | None]  # task -> dataset (None: the task's own, or synthetic without a data root)
+    methods: dict[str, dict[str, Any]]  # method -> its parameters
+    compressions: tuple[float | None, ...]
+    seeds: tuple[int, ...] = (0,)
+    backbone: str = DEFAULT_BACKBONE
+    input_size: int | None = None
+    data_root: str | None = None
+    max_train: int | None = None
+    budget_of: str = "params"
+    threads: int = 1
+    transfer: TrainConfig = field(default_factory=TrainConfig)
+    recovery: TrainConfig = RECOVERY
+
+    def trials(self) -> list[TrialSpec]:
+        """The plan: every task x method x compression x seed (``auto`` compressions only for ETL)."""
+        return [TrialSpec(task=task, method=method, compression=c, seed=seed, backbone=self.backbone,
+                          dataset=dataset, data_root=self.data_root, input_size=self.input_size,
+                          max_train=self.max_train, transfer=self.transfer, recovery=self.recovery,
+                          method_params=params, budget_of=self.budget_of, threads=self.threads)
+                for task, dataset in self.tasks.items() for method, params in self.methods.items()
+                for c in self.compressions if c is not None or method == "etl" for seed in self.seeds]
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("etlbench.presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_spec(preset: str | None = None, path: str | Path | None = None, **overrides: Any) -> ExperimentSpec:
+    """Read a preset by name or a YAML file, apply ``overrides`` (e.g. ``data_root``), validate everything."""
+    if (preset is None) == (path is None):
+        raise SpecError("give exactly one of a preset name or a spec file")
+    if preset is not None:
+        if preset not in preset_names():
+            raise SpecError(f"unknown preset {preset!r}; presets: {', '.join(preset_names())}")
+        source, text = f"preset {preset}", resources.files("etlbench.presets").joinpath(f"{preset}.yaml").read_text()
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise SpecError(f"{source}: cannot read the spec file ({err})") from err
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise SpecError(f"{source}: not valid YAML ({err})") from err
+    if not isinstance(raw, dict):
+        raise SpecError(f"{source}: the spec must be a mapping of sections, got {type(raw).__name__}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_spec(raw, source)
+
+
+def _fail(source: str, where: str, message: str) -> SpecError:
+    return SpecError(f"{source}: {where}: {message}")
+
+
+def _train_config(raw: Any, source: str, section: str, default: TrainConfig) -> TrainConfig:
+    if raw is None:
+        return default
+    if not isinstance(raw, dict):
+        raise _fail(source, section, f"expected a mapping of {sorted(TRAIN_KEYS)}")
+    unknown = sorted(set(raw) - TRAIN_KEYS)
+    if unknown:
+        raise _fail(source, f"{section}.{unknown[0]}", f"unknown key; {section} takes {sorted(TRAIN_KEYS)}")
+    return dataclasses.replace(default, **raw)
+
+
+def _known(registry: Any, name: str, source: str, where: str) -> None:
+    try:
+        registry.entry(name)
+    except UnknownNameError as err:
+        raise _fail(source, where, str(err)) from err
+
+
+def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
+    """Validate a spec mapping (see the presets for examples) into an :class:`ExperimentSpec`."""
+    allowed = {f.name for f in dataclasses.fields(ExperimentSpec)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _fail(source, unknown[0], f"unknown section; a spec has {sorted(allowed)}")
+    for key in ("tasks", "methods", "compressions"):
+        if not raw.get(key):
+            raise _fail(source, key, "missing or empty")
+    backbone = raw.get("backbone", DEFAULT_BACKBONE)
+    _known(BACKBONES, backbone, source, "backbone")
+
+    tasks_raw = raw["tasks"]
+    tasks_raw = {t: None for t in tasks_raw} if isinstance(tasks_raw, list) else tasks_raw
+    tasks: dict[str, str | None] = {}
+    for task, options in tasks_raw.items():
+        _known(TASKS, task, source, f"tasks.{task}")
+        options = options or {}
+        if not isinstance(options, dict) or set(options) - {"dataset"}:
+            raise _fail(source, f"tasks.{task}", "takes only 'dataset'")
+        dataset = options.get("dataset")
+        if dataset is not None and not str(dataset).endswith(".npz"):
+            _known(DATASETS, dataset, source, f"tasks.{task}.dataset")
+        tasks[task] = dataset
+
+    methods_raw = raw["methods"]
+    methods_raw = {m: {} for m in methods_raw} if isinstance(methods_raw, list) else methods_raw
+    methods: dict[str, dict[str, Any]] = {}
+    for method, params in methods_raw.items():
+        _known(METHODS, method, source, f"methods.{method}")
+        params = params or {}
+        takes = method_parameters(METHODS.get(method))
+        for key in params:
+            if key not in takes:
+                raise _fail(source, f"methods.{method}.{key}", f"the method does not take this parameter; it takes "
+                                                               f"{sorted(takes) or 'none'}")
+        methods[method] = dict(params)
+
+    compressions: list[float | None] = []
+    for i, c in enumerate(raw["compressions"]):
+        if c == "auto":
+            compressions.append(None)
+        elif not isinstance(c, int | float) or isinstance(c, bool) or c < 1:
+            raise _fail(source, f"compressions[{i}]", f"{c!r} is not a ratio of at least 1 (or 'auto')")
+        else:
+            compressions.append(float(c))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise _fail(source, "seeds", f"expected a list of integers, got {seeds!r}")
+    if raw.get("budget_of", "params") not in ("params", "macs"):
+        raise _fail(source, "budget_of", f"expected 'params' or 'macs', got {raw['budget_of']!r}")
+    return ExperimentSpec(
+        name=str(raw.get("name", Path(source).stem)), tasks=tasks, methods=methods, compressions=tuple(compressions),
+        seeds=tuple(seeds), backbone=backbone, input_size=raw.get("input_size"), data_root=raw.get("data_root"),
+        max_train=raw.get("max_train"), budget_of=raw.get("budget_of", "params"), threads=int(raw.get("threads", 1)),
+        transfer=_train_config(raw.get("transfer"), source, "transfer", TrainConfig()),
+        recovery=_train_config(raw.get("recovery"), source, "recovery", RECOVERY))

@@ -1,0 +1,1 @@
+"""Named experiment specs shipped with etlbench (see etlbench.config)."""
