@@ -95,7 +95,8 @@ def evaluate(model: nn.Module, task: Task, images: np.ndarray, targets: np.ndarr
     return task.evaluate(task.predictions(outputs), targets)
 
 
-def _set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
+def set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
+    """Train mode; with ``freeze_norm_stats`` the batch-norm layers keep their running statistics (eval mode)."""
     model.train()
     if freeze_norm_stats:  # small-batch fine-tuning keeps the source network's normalisation statistics
         for m in model.modules():
@@ -142,7 +143,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
 
     select(0, math.nan)  # the starting point competes too (e.g. the linear probe's head)
     for epoch in range(1, epochs + 1):
-        _set_train_mode(model, cfg.freeze_norm_stats)
+        set_train_mode(model, cfg.freeze_norm_stats)
         losses = []
         for b in iterate_batches(x_train, cfg.batch_size, rng.permutation(len(x_train))):
             if step >= total_steps:

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from etlbench import measure
-from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
-from etlbench.data import dataset_for_task, load_dataset, task_data
+from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone
+from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.paths import data_root
 from etlbench.probe import head_from_probe, linear_probe
 from etlbench.tasks import create_task
@@ -84,7 +84,7 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
 
 
 def spec_key(spec: TransferSpec) -> str:
-    """A short stable hash of everything that determines the baseline (the probe flag aside)."""
+    """A short stable hash of everything that determines the baseline."""
     fields = asdict(spec)
     fields["data_root"] = str(data_root(spec.data_root))
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
@@ -102,16 +102,15 @@ def save_checkpoint(model: torch.nn.Module, row: dict[str, Any], path: Path) -> 
     return path
 
 
-def cached_transfer(spec: TransferSpec, cache_dir: str | Path) -> tuple[TaskModel, dict[str, Any]]:
-    """The transfer baseline of ``spec``: read from ``cache_dir`` if trained before, else trained and saved."""
+def cached_transfer(spec: TransferSpec, cache_dir: str | Path, source: SourceNetwork,
+                    data: TaskData) -> tuple[TaskModel, dict[str, Any]]:
+    """The transfer baseline of ``spec`` (whose source network and task data the caller already holds): read
+    from ``cache_dir`` if trained before, else trained and saved."""
     path = checkpoint_path(spec, Path(cache_dir))
     if not path.is_file():
         run_transfer(spec, cache_dir)
     saved = torch.load(path, map_location="cpu", weights_only=True)
     row = json.loads(saved["row"])
-    source, task = create_backbone(spec.backbone), create_task(spec.task)
-    data = task_data(task, load_dataset(row["dataset"] if spec.dataset is None else spec.dataset, spec.data_root,
-                                        seed=spec.seed), spec.max_train, spec.seed)
-    model = build_task_model(source, task, data.targets["train"], seed=spec.seed)
+    model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)
     model.load_state_dict(saved["state_dict"])
     return model.eval(), row

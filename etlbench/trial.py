@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from etlbench import __version__, measure
-from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
-from etlbench.data import dataset_for_task, load_dataset, task_data
-from etlbench.methods import PruneContext, create_method
+from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone
+from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
+from etlbench.methods import PruneContext, PruningMethod, create_method
 from etlbench.surgery import Budget, save_pruned
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, evaluate, fine_tune
@@ -71,32 +71,41 @@ def run_trial(spec: TrialSpec, cache_dir: str | Path = "runs/cache") -> dict[str
     return row
 
 
-def validate_trial(spec: TrialSpec) -> None:
-    """Raise, before any long computation, for a bad method parameter, budget, task or dataset."""
-    create_method(spec.method, **spec.method_params)
-    if spec.compression is not None:
-        Budget(spec.compression, of=spec.budget_of)
-    elif spec.method != "etl":
+@dataclass
+class _Setup:
+    method: PruningMethod
+    budget: Budget | None
+    data: TaskData
+    source: SourceNetwork
+
+
+def _prepare(spec: TrialSpec) -> _Setup:
+    """Everything a trial needs that can be checked fast: a bad method parameter, budget, task, dataset or
+    backbone raises here, before any long computation."""
+    method = create_method(spec.method, **spec.method_params)
+    if spec.compression is None and spec.method != "etl":
         raise ValueError(f"method {spec.method!r} needs a compression (only 'etl' picks its own operating point)")
+    budget = Budget(spec.compression, of=spec.budget_of) if spec.compression is not None else None
     task = create_task(spec.task)
     dataset = load_dataset(spec.dataset or dataset_for_task(task, spec.data_root), spec.data_root, seed=spec.seed)
-    task_data(task, dataset, spec.max_train, spec.seed)
-    create_backbone(spec.backbone)
+    return _Setup(method, budget, task_data(task, dataset, spec.max_train, spec.seed), create_backbone(spec.backbone))
+
+
+def validate_trial(spec: TrialSpec) -> None:
+    """Raise, before any long computation, for a bad method parameter, budget, task, dataset or backbone."""
+    _prepare(spec)
 
 
 def _run(spec: TrialSpec, cache_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(spec.threads)
-    method = create_method(spec.method, **spec.method_params)
-    budget = Budget(spec.compression, of=spec.budget_of) if spec.compression is not None else None
-    task = create_task(spec.task)
-    dataset = load_dataset(spec.dataset or dataset_for_task(task, spec.data_root), spec.data_root, seed=spec.seed)
-    data = task_data(task, dataset, spec.max_train, spec.seed)
-    source = create_backbone(spec.backbone)
+    setup = _prepare(spec)
+    method, budget, data, source = setup.method, setup.budget, setup.data, setup.source
+    task, dataset = data.task, data.dataset
     size = (spec.input_size, spec.input_size) if spec.input_size else source.preprocess.input_size
     transfer_spec = TransferSpec(task=spec.task, backbone=spec.backbone, dataset=spec.dataset,
                                  data_root=spec.data_root, input_size=spec.input_size, max_train=spec.max_train,
                                  seed=spec.seed, train=spec.transfer)
-    baseline, base_row = cached_transfer(transfer_spec, cache_dir / "transfer")
+    baseline, base_row = cached_transfer(transfer_spec, cache_dir / "transfer", source, data)
     row: dict[str, Any] = {"dataset": dataset.name, "synthetic": dataset.synthetic, "metric_name": task.metric_name,
                            "higher_is_better": task.higher_is_better, "baseline_metric": base_row["metric"],
                            "input_size": list(size), "budget_of": spec.budget_of}

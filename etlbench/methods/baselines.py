@@ -9,7 +9,7 @@ from torch import nn
 
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
 from etlbench.registry import register_method
-from etlbench.train import TaskModel, _set_train_mode, iterate_batches
+from etlbench.train import TaskModel, iterate_batches, set_train_mode
 
 
 @register_method("magnitude")
@@ -36,7 +36,7 @@ class Taylor(PruningMethod):
         x_train, y_train = data.images["train"], data.targets["train"]
         order = torch.randperm(len(x_train), generator=rng).numpy()
         model.zero_grad(set_to_none=True)
-        _set_train_mode(model, freeze_norm_stats=True)
+        set_train_mode(model, freeze_norm_stats=True)
         for i, b in enumerate(iterate_batches(x_train, 32, order)):
             if i == self.batches:
                 break
