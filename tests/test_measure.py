@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from etlbench.measure import Latency, count_macs, count_params, machine_info, measure, measure_latency, size_bytes
+from etlbench.measure import (
+    Latency,
+    count_macs,
+    count_params,
+    machine_info,
+    measure,
+    measure_latency,
+    size_bytes,
+    steady_allocator,
+)
 
 
 def small_net(width: int = 8) -> nn.Sequential:
@@ -142,10 +151,19 @@ def test_measure_returns_every_key() -> None:
     assert (out["threads"], out["repeats"], out["warmup"], out["input_h"], out["input_w"]) == (1, 3, 1, 16, 16)
     assert out["torch"] == torch.__version__ and isinstance(out["cpu"], str) and out["cpu"]
     assert isinstance(out["load_avg_1m"], float)
+    assert out["allocator"] in {"glibc-keep-1GiB", "default"}
 
 
 def test_machine_info() -> None:
     info = machine_info()
-    assert set(info) == {"cpu", "logical_cores", "usable_cores", "torch", "torch_threads"}
+    assert set(info) == {"cpu", "logical_cores", "usable_cores", "torch", "torch_threads", "allocator"}
     assert 1 <= int(info["usable_cores"]) <= int(info["logical_cores"])
     assert info["torch_threads"] == torch.get_num_threads()
+
+
+def test_steady_allocator_is_applied_once_and_reported() -> None:
+    import platform
+
+    assert steady_allocator() is steady_allocator()
+    if platform.libc_ver()[0] == "glibc":
+        assert steady_allocator() == "glibc-keep-1GiB"
