@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV, Ridge, RidgeCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -42,15 +42,30 @@ def pooled_features(source: SourceNetwork, images: np.ndarray, preprocess: Prepr
     return {c: torch.cat(v).double().numpy() for c, v in parts.items()}
 
 
-def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int = 0) -> Pipeline:
-    """A standardised linear probe; regularisation by 5-fold cross-validation on these (training) samples."""
+def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int = 0,
+              strength: float | None = None, tol: float = 1e-4) -> Pipeline:
+    """A standardised linear probe. Its regularisation is ``strength`` (ridge alpha, or logistic C) when given,
+    else chosen by 5-fold cross-validation on these (training) samples (:func:`probe_strength` reads it back).
+    ``tol`` is the logistic solver's stopping tolerance."""
     if task.kind == "regression":
-        model = RidgeCV(alphas=ALPHAS)
+        model = RidgeCV(alphas=ALPHAS) if strength is None else Ridge(alpha=strength)
+    elif strength is None:
+        model = LogisticRegressionCV(Cs=CS, cv=5, max_iter=2000, tol=tol, scoring="accuracy", random_state=seed)
     else:
-        model = LogisticRegressionCV(Cs=CS, cv=5, max_iter=2000, scoring="accuracy", random_state=seed)
+        model = LogisticRegression(C=strength, max_iter=2000, tol=tol, random_state=seed)
     with warnings.catch_warnings():  # scikit-learn 1.9 announces default changes that do not apply here
         warnings.simplefilter("ignore", FutureWarning)
         return make_pipeline(StandardScaler(), model).fit(features, targets)
+
+
+def probe_strength(probe: Pipeline) -> float:
+    """The regularisation a fitted probe used (chosen by cross-validation or given): ridge alpha or logistic C."""
+    model = probe[-1]
+    if hasattr(model, "alpha_"):
+        return float(model.alpha_)
+    if hasattr(model, "C_"):
+        return float(np.ravel(model.C_)[0])
+    return float(model.alpha if hasattr(model, "alpha") else model.C)
 
 
 @dataclass

@@ -127,10 +127,10 @@ def test_random_scores_are_seeded() -> None:
 
 
 def test_epsilon_rule_picks_the_shallowest_good_layer() -> None:
-    report = ProbeReport({"a": 0.60, "b": 0.795, "c": 0.80, "d": 0.78}, {}, 0.0, 100)
+    report = ProbeReport({"a": 0.60, "b": 0.795, "c": 0.80, "d": 0.78}, {}, 1.0, 0.0, 100)
     assert ETL(epsilon=0.01).epsilon_cut(report, higher_is_better=True) == "b"
     assert ETL(epsilon=0.0).epsilon_cut(report, higher_is_better=True) == "c"
-    errors = ProbeReport({"a": 20.0, "b": 12.1, "c": 12.0}, {}, 0.0, 100)
+    errors = ProbeReport({"a": 20.0, "b": 12.1, "c": 12.0}, {}, 1.0, 0.0, 100)
     assert ETL(epsilon=0.01).epsilon_cut(errors, higher_is_better=False) == "b"
 
 

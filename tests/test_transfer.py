@@ -12,7 +12,7 @@ import torch
 from etlbench.backbones import create_backbone
 from etlbench.cli import main
 from etlbench.data import load_dataset, task_data
-from etlbench.probe import fit_probe, head_from_probe, linear_probe
+from etlbench.probe import ALPHAS, CS, fit_probe, head_from_probe, linear_probe, probe_strength
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, build_task_model, evaluate
 from etlbench.transfer import TransferSpec, run_transfer
@@ -100,3 +100,22 @@ def test_head_starts_exactly_at_the_linear_probe(task_name: str, make_y) -> None
         np.testing.assert_allclose(out, np.asarray(probe.predict(x)).reshape(out.shape), rtol=1e-4, atol=1e-3)
     else:
         np.testing.assert_array_equal(out.argmax(1), probe.predict(x))
+
+
+@pytest.mark.parametrize("task_name", ["gender", "age"])
+def test_probe_strength_is_chosen_by_cross_validation_then_reused(task_name: str) -> None:
+    """ETL cross-validates the regularisation once and refits every other probe at exactly that strength."""
+    task = create_task(task_name)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 20))
+    signal = x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=1.0, size=400)
+    y = (signal > 0).astype(np.int64) if task.kind == "classification" else (40 + 10 * signal).astype(np.float32)
+    grid = CS if task.kind == "classification" else ALPHAS
+    chosen = probe_strength(fit_probe(task, x, y))
+    assert chosen in grid
+    refit = fit_probe(task, x[:, :5], y, strength=chosen)
+    assert probe_strength(refit) == chosen and refit[-1].coef_.size in (5, 2 * 5)
+    # more regularisation (the smallest C, the largest alpha) shrinks the weights
+    most, least = (grid.min(), grid.max()) if task.kind == "classification" else (grid.max(), grid.min())
+    norms = {s: np.abs(fit_probe(task, x, y, strength=s)[-1].coef_).sum() for s in (most, least)}
+    assert norms[most] < norms[least]
