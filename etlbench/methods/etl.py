@@ -111,8 +111,9 @@ class ETL(PruningMethod):
     def _cache_path(self, ctx: PruneContext) -> Path | None:
         if ctx.cache_dir is None:
             return None
-        key = json.dumps(["probe-v2", ctx.data.task.name, ctx.data.dataset.source, ctx.source.name, ctx.seed, list(ctx.size),
-                          self.probe_samples, self.descriptor, self.holdout, len(ctx.data.images["train"])])
+        key = json.dumps(["probe-v2", ctx.data.task.name, ctx.data.dataset.source, ctx.source.name, ctx.seed,
+                          list(ctx.size), self.probe_samples, self.descriptor, self.holdout,
+                          len(ctx.data.images["train"])])
         return Path(ctx.cache_dir) / f"etl-probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
     def probe(self, ctx: PruneContext) -> ProbeReport:
