@@ -25,6 +25,9 @@ from etlbench.train import iterate_batches
 
 ALPHAS = np.logspace(-2, 5, 15)
 CS = np.logspace(-4, 2, 7)
+# The solver tolerance of the probes that ETL and recovery fit: on 7-class emotion it made the cross-validation
+# 4x faster than 1e-4 (55 s -> 14 s on 2 cores) and chose the same regularisation.
+PROBE_TOL = 1e-3
 
 
 @torch.inference_mode()
@@ -42,11 +45,26 @@ def pooled_features(source: SourceNetwork, images: np.ndarray, preprocess: Prepr
     return {c: torch.cat(v).double().numpy() for c, v in parts.items()}
 
 
+class FlooredScaler(StandardScaler):
+    """Standardisation that divides no feature by less than ``floor`` times the mean feature standard deviation,
+    so that nearly constant features (dead filters of a pruned network) cannot get huge weights."""
+
+    def __init__(self, floor: float = 0.0):
+        super().__init__()
+        self.floor = floor
+
+    def fit(self, X: np.ndarray, y: object = None, sample_weight: object = None) -> FlooredScaler:
+        super().fit(X, y, sample_weight)
+        if self.floor > 0:
+            self.scale_ = np.maximum(self.scale_, self.floor * np.sqrt(self.var_).mean())
+        return self
+
+
 def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int = 0,
-              strength: float | None = None, tol: float = 1e-4) -> Pipeline:
+              strength: float | None = None, tol: float = 1e-4, scale_floor: float = 0.0) -> Pipeline:
     """A standardised linear probe. Its regularisation is ``strength`` (ridge alpha, or logistic C) when given,
     else chosen by 5-fold cross-validation on these (training) samples (:func:`probe_strength` reads it back).
-    ``tol`` is the logistic solver's stopping tolerance."""
+    ``tol`` is the logistic solver's stopping tolerance; ``scale_floor`` see :class:`FlooredScaler`."""
     if task.kind == "regression":
         model = RidgeCV(alphas=ALPHAS) if strength is None else Ridge(alpha=strength)
     elif strength is None:
@@ -55,7 +73,7 @@ def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int =
         model = LogisticRegression(C=strength, max_iter=2000, tol=tol, random_state=seed)
     with warnings.catch_warnings():  # scikit-learn 1.9 announces default changes that do not apply here
         warnings.simplefilter("ignore", FutureWarning)
-        return make_pipeline(StandardScaler(), model).fit(features, targets)
+        return make_pipeline(FlooredScaler(scale_floor), model).fit(features, targets)
 
 
 def probe_strength(probe: Pipeline) -> float:
@@ -103,6 +121,18 @@ def head_from_probe(head: TaskHead, probe: Pipeline, task: Task) -> None:
         w, b = w / scale[:, None], (b - shift) / scale
     head.fc.weight.copy_(torch.from_numpy(w))
     head.fc.bias.copy_(torch.from_numpy(b))
+
+
+@torch.inference_mode()
+def trunk_features(trunk: torch.nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
+                   batch_size: int = 64) -> np.ndarray:
+    """Spatial-mean descriptors (N x channels) of a (pruned) trunk's output, in eval mode."""
+    was_training = trunk.training
+    trunk.eval()
+    out = [trunk(preprocess(torch.from_numpy(images[b]), size)).mean(dim=(2, 3))
+           for b in iterate_batches(images, batch_size)]
+    trunk.train(was_training)
+    return torch.cat(out).double().numpy()
 
 
 def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], cut: str | None = None,

@@ -7,6 +7,7 @@ for all (Blalock et al., MLSys 2020). Model selection uses the validation split 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from etlbench.backbones import Preprocess, SourceNetwork
+from etlbench.backbones import ChannelPad, Preprocess, SourceNetwork
 from etlbench.data import TaskData
 from etlbench.tasks import Task, TaskHead
 
@@ -60,6 +61,10 @@ class TrainConfig:
     flip: bool = True
     freeze_norm_stats: bool = True
     eval_batch_size: int = 64
+    # Recovery after pruning (see etlbench.recovery); off for the transfer baseline, which starts from the probe
+    # of the whole source network by its own recipe.
+    probe_head: bool = False  # start the head at the linear probe of the (pruned) trunk's features
+    balance_convs: bool = False  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
 
 
 @dataclass
@@ -93,6 +98,34 @@ def evaluate(model: nn.Module, task: Task, images: np.ndarray, targets: np.ndarr
              size: tuple[int, int], batch_size: int = 64) -> dict[str, float]:
     outputs = predict(model, images, preprocess, size, batch_size)
     return task.evaluate(task.predictions(outputs), targets)
+
+
+@torch.no_grad()
+def balance_conv_scales(model: nn.Module) -> int:
+    """Rescale each conv followed (in registration order) by a batch norm to the He-initialisation RMS
+    sqrt(2 / fan_in), compensating in the norm's running statistics so that eval mode computes the same function.
+
+    Adam moves every weight by about the learning rate, whatever its scale. dlib's folded batch norms leave
+    deep conv weights with an RMS of 5e-4 to 2e-3 (He scale: about 2e-2), so a step meant to be small changes
+    them by several percent and a pruned network diverged in its first steps. Returns the convs rescaled.
+    """
+    mods = [m for m in model.modules() if not isinstance(m, ChannelPad)]
+    count = 0
+    for conv, norm in itertools.pairwise(mods):
+        if not (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+                and conv.out_channels == norm.num_features and norm.running_var is not None):
+            continue
+        rms = conv.weight.double().pow(2).mean().sqrt().item()
+        if rms == 0:
+            continue
+        c = math.sqrt(2.0 / conv.weight[0].numel()) / rms
+        conv.weight.mul_(c)
+        if conv.bias is not None:
+            conv.bias.mul_(c)
+        norm.running_mean.mul_(c)
+        norm.running_var.copy_((norm.running_var.double() + norm.eps) * c * c - norm.eps)
+        count += 1
+    return count
 
 
 def set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:

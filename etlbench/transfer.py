@@ -83,10 +83,16 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
     return row
 
 
+_LATER_OPTIONS = ("probe_head", "balance_convs")
+
+
 def spec_key(spec: TransferSpec) -> str:
     """A short stable hash of everything that determines the baseline."""
     fields = asdict(spec)
     fields["data_root"] = str(data_root(spec.data_root))
+    for name in _LATER_OPTIONS:  # options added after baselines were cached: absent from the key at their default
+        if fields["train"][name] == getattr(TrainConfig, name):
+            del fields["train"][name]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 

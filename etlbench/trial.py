@@ -11,22 +11,26 @@ import io
 import json
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from etlbench import __version__, measure
-from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone
+from etlbench.backbones import DEFAULT_BACKBONE, Preprocess, SourceNetwork, create_backbone
 from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.methods import PruneContext, PruningMethod, create_method
+from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, trunk_features
 from etlbench.surgery import Budget, save_pruned
 from etlbench.tasks import create_task
-from etlbench.train import TrainConfig, evaluate, fine_tune
+from etlbench.train import TaskModel, TrainConfig, TrainResult, balance_conv_scales, evaluate, fine_tune
 from etlbench.transfer import TransferSpec, cached_transfer
 
-RECOVERY = TrainConfig(epochs=1, lr=1e-3)  # a new or pruned head needs a larger step than the transfer baseline
+# The shared recovery: balance the conv scales, start the head at the linear probe of the pruned trunk, then
+# fine-tune (LP-FT, as the transfer baseline). See recover().
+RECOVERY = TrainConfig(epochs=1, lr=1e-4, probe_head=True, balance_convs=True)
+PROBE_SCALE_FLOOR = 0.5  # of the mean feature std: dead filters of a pruned trunk get no outsized head weights
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,27 @@ class TrialSpec:
 def _retention(metric: float, baseline: float, higher_is_better: bool) -> float:
     """Higher is always better: pruned / baseline for scores, baseline / pruned for errors (etl-method.md)."""
     return metric / baseline if higher_is_better else baseline / metric
+
+
+def recover(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
+            seed: int) -> TrainResult:
+    """Recovery after pruning, the same for every method: optionally balance the conv scales
+    (:func:`~etlbench.train.balance_conv_scales`) and start the head at the linear probe of the pruned trunk
+    (Kumar et al., ICLR 2022), then :func:`~etlbench.train.fine_tune`. Time and samples include the probe."""
+    start = time.perf_counter()
+    if cfg.balance_convs:
+        balance_conv_scales(model)
+    probed = 0
+    if cfg.probe_head:
+        x, y = data.images["train"], data.targets["train"]
+        probe = fit_probe(data.task, trunk_features(model.trunk, x, preprocess, size), y, seed, tol=PROBE_TOL,
+                          scale_floor=PROBE_SCALE_FLOOR)
+        head_from_probe(model.head, probe, data.task)
+        probed = len(x)
+    setup_seconds = time.perf_counter() - start
+    result = fine_tune(model, data, preprocess, size, cfg, seed=seed)
+    return replace(result, train_seconds=result.train_seconds + setup_seconds,
+                   samples_seen=result.samples_seen + probed)
 
 
 def run_trial(spec: TrialSpec, cache_dir: str | Path = "runs/cache") -> dict[str, Any]:
@@ -122,7 +147,7 @@ def _run(spec: TrialSpec, cache_dir: Path) -> dict[str, Any]:
         return {**row, "status": outcome.status, "error": outcome.reason}
 
     model = outcome.model
-    result = fine_tune(model, data, source.preprocess, size, spec.recovery, seed=spec.seed)
+    result = recover(model, data, source.preprocess, size, spec.recovery, spec.seed)
     test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
     pruned_m = measure.measure(model, size, threads=spec.threads)
     base_m = measure.measure(baseline, size, threads=spec.threads)
@@ -142,6 +167,7 @@ def _run(spec: TrialSpec, cache_dir: Path) -> dict[str, Any]:
         / base_m["latency_b32_ms"], baseline_params=base_m["params"], baseline_macs=base_m["macs"],
         baseline_latency_ms=base_m["latency_ms"], baseline_latency_b32_ms=base_m["latency_b32_ms"],
         train_seconds=result.train_seconds, samples_seen=result.samples_seen, recovery_steps=result.steps,
+        val_metric=result.val_metrics[task.metric_name], recovery_best_epoch=result.best_epoch,
         total_seconds=row["start_cost_seconds"] + prune_seconds + result.train_seconds,
         threads=spec.threads, cpu=pruned_m["cpu"], torch=pruned_m["torch"],
     )
