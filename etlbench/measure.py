@@ -39,8 +39,17 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Latency", "count_macs", "count_params", "machine_info", "measure", "measure_latency", "size_bytes",
-           "steady_allocator"]
+__all__ = [
+    "Latency",
+    "count_macs",
+    "count_params",
+    "eval_mode",
+    "machine_info",
+    "measure",
+    "measure_latency",
+    "size_bytes",
+    "steady_allocator",
+]
 
 
 def count_params(model: nn.Module) -> int:
@@ -59,7 +68,7 @@ def size_bytes(model: nn.Module) -> int:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Put every submodule in eval mode; restore each one's own train/eval flag afterwards (mixed states too)."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -118,7 +127,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], channels: int = 3)
     The model's train/eval flags and state (e.g. BatchNorm running statistics) are left unchanged.
     """
     x = _example_input(model, 1, channels, input_size)
-    with _eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with eval_mode(model), torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops() // 2
 
@@ -172,7 +181,7 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 
     x = _example_input(model, batch, channels, input_size)
     times: list[float] = []
     gc_was_enabled = gc.isenabled()
-    with _eval_mode(model), _num_threads(threads), torch.inference_mode():
+    with eval_mode(model), _num_threads(threads), torch.inference_mode():
         start = time.perf_counter()
         calls = 0
         while calls < warmup or time.perf_counter() - start < warmup_seconds:

@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from etlbench.backbones import Preprocess, SourceNetwork
 from etlbench.data import TaskData
+from etlbench.measure import eval_mode
 from etlbench.tasks import Task, TaskHead
 from etlbench.train import iterate_batches
 
@@ -28,21 +29,6 @@ CS = np.logspace(-4, 2, 7)
 # The solver tolerance of the probes that ETL and recovery fit: on 7-class emotion it made the cross-validation
 # 4x faster than 1e-4 (55 s -> 14 s on 2 cores) and chose the same regularisation.
 PROBE_TOL = 1e-3
-
-
-@torch.inference_mode()
-def pooled_features(source: SourceNetwork, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
-                    cuts: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Spatial-mean descriptors (N x channels) of each cut point's output, in one pass through the trunk."""
-    was_training = source.training
-    source.eval()
-    parts: dict[str, list[torch.Tensor]] = {c: [] for c in cuts}
-    for b in iterate_batches(images, batch_size):
-        outs = source.collect(preprocess(torch.from_numpy(images[b]), size), cuts)
-        for c in cuts:
-            parts[c].append(outs[c].mean(dim=(2, 3)))
-    source.train(was_training)
-    return {c: torch.cat(v).double().numpy() for c, v in parts.items()}
 
 
 class FlooredScaler(StandardScaler):
@@ -126,12 +112,11 @@ def head_from_probe(head: TaskHead, probe: Pipeline, task: Task) -> None:
 @torch.inference_mode()
 def trunk_features(trunk: torch.nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
                    batch_size: int = 64) -> np.ndarray:
-    """Spatial-mean descriptors (N x channels) of a (pruned) trunk's output, in eval mode."""
-    was_training = trunk.training
-    trunk.eval()
-    out = [trunk(preprocess(torch.from_numpy(images[b]), size)).mean(dim=(2, 3))
-           for b in iterate_batches(images, batch_size)]
-    trunk.train(was_training)
+    """Spatial-mean descriptors (N x channels) of a trunk's output (the source's up to a cut, or a pruned
+    one), in eval mode; every module's train/eval flag is restored afterwards."""
+    with eval_mode(trunk):
+        out = [trunk(preprocess(torch.from_numpy(images[b]), size)).mean(dim=(2, 3))
+               for b in iterate_batches(images, batch_size)]
     return torch.cat(out).double().numpy()
 
 
@@ -140,7 +125,7 @@ def linear_probe(source: SourceNetwork, data: TaskData, size: tuple[int, int], c
     """The frozen-backbone linear probe at ``cut`` (the last block by default), scored on val and test."""
     cut = cut or [p.name for p in source.cut_points()][-1]
     start = time.perf_counter()
-    feats = {s: pooled_features(source, data.images[s], source.preprocess, size, [cut])[cut]
+    feats = {s: trunk_features(source.trunk(cut), data.images[s], source.preprocess, size)
              for s in ("train", "val", "test")}
     feature_seconds = time.perf_counter() - start
     start = time.perf_counter()

@@ -23,6 +23,7 @@ from torch import nn
 
 from etlbench import measure
 from etlbench.backbones import ChannelPad, SourceNetwork
+from etlbench.measure import eval_mode
 from etlbench.methods.base import ConfigError, Policy, PruneContext, PruningMethod
 from etlbench.probe import PROBE_TOL, fit_probe, probe_outputs, probe_strength
 from etlbench.registry import register_method
@@ -57,21 +58,22 @@ def _coefficient_norms(task: Task, x: np.ndarray, y: np.ndarray, seed: int, stre
 
 @torch.inference_mode()
 def _descriptors(source: SourceNetwork, images: np.ndarray, size: tuple[int, int], cuts: list[str],
-                 descriptor: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per-filter descriptors (spatial mean or max) of every cut point and of every conv's output, in one pass."""
+                 descriptor: str, with_convs: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per-filter descriptors (spatial mean or max) of every cut point and (``with_convs``) of every conv's
+    output, in one pass that stops at the deepest cut."""
     reduce = (lambda t: t.mean(dim=(2, 3))) if descriptor == "mean" else (lambda t: t.amax(dim=(2, 3)))
     convs = {n: m for n, m in source.blocks.named_modules()
-             if isinstance(m, nn.Conv2d) and not isinstance(m, ChannelPad)}
+             if with_convs and isinstance(m, nn.Conv2d) and not isinstance(m, ChannelPad)}
     conv_parts: dict[str, list[torch.Tensor]] = {n: [] for n in convs}
     hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: conv_parts[n].append(reduce(out)))
              for n, m in convs.items()]
     cut_parts: dict[str, list[torch.Tensor]] = {c: [] for c in cuts}
-    source.eval()
     try:
-        for b in iterate_batches(images, 64):
-            outs = source.collect(source.preprocess(torch.from_numpy(images[b]), size), cuts)
-            for c in cuts:
-                cut_parts[c].append(reduce(outs[c]))
+        with eval_mode(source):
+            for b in iterate_batches(images, 64):
+                outs = source.collect(source.preprocess(torch.from_numpy(images[b]), size), cuts)
+                for c in cuts:
+                    cut_parts[c].append(reduce(outs[c]))
     finally:
         for h in hooks:
             h.remove()
@@ -112,6 +114,12 @@ class ETL(PruningMethod):
                           len(ctx.data.images["train"])])
         return Path(ctx.cache_dir) / f"etl-probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
+    def _probe_subset(self, ctx: PruneContext) -> tuple[np.ndarray, np.ndarray]:
+        """The seeded subset of training images (and targets) that every probe of this method reads."""
+        train_x, train_y = ctx.data.images["train"], ctx.data.targets["train"]
+        idx = np.random.default_rng(ctx.seed).permutation(len(train_x))[: self.probe_samples]
+        return train_x[idx], train_y[idx]
+
     def probe(self, ctx: PruneContext) -> ProbeReport:
         """Probe every cut point (held-out score) and every conv (coefficient norms), or read the cache.
 
@@ -125,18 +133,16 @@ class ETL(PruningMethod):
                                    {k[4:]: z[k] for k in z.files if k.startswith("imp/")},
                                    float(z["strength"]), float(z["seconds"]), int(z["samples"]))
         start = time.perf_counter()
-        task, data = ctx.data.task, ctx.data
-        rng = np.random.default_rng(ctx.seed)
-        idx = rng.permutation(len(data.images["train"]))[: self.probe_samples]
-        images, y = data.images["train"][idx], data.targets["train"][idx]
+        task = ctx.data.task
+        images, y = self._probe_subset(ctx)
         cuts = [p.name for p in ctx.source.cut_points()]
         cut_x, conv_x = _descriptors(ctx.source, images, ctx.size, cuts, self.descriptor)
-        n_fit = round(len(idx) * (1 - self.holdout))
+        n_fit = round(len(y) * (1 - self.holdout))
         strength = probe_strength(fit_probe(task, cut_x[cuts[-1]][:n_fit], y[:n_fit], ctx.seed, tol=PROBE_TOL))
         scores = {c: _probe_score(task, cut_x[c][:n_fit], y[:n_fit], cut_x[c][n_fit:], y[n_fit:], ctx.seed,
                                   strength) for c in cuts}
         importance = {n: _coefficient_norms(task, x, y, ctx.seed, strength) for n, x in conv_x.items()}
-        report = ProbeReport(scores, importance, strength, time.perf_counter() - start, len(idx))
+        report = ProbeReport(scores, importance, strength, time.perf_counter() - start, len(y))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, cut_names=np.array(cuts), cut_scores=np.array([scores[c] for c in cuts]),
@@ -197,11 +203,11 @@ class ETL(PruningMethod):
     def _budget_free(self, model: TaskModel, ctx: PruneContext) -> PruneOutcome:
         """Keep the smallest fraction of the cut layer's filters (by importance) whose probe stays within
         ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
-        task, data = ctx.data.task, ctx.data
-        idx = np.random.default_rng(ctx.seed).permutation(len(data.images["train"]))[: self.probe_samples]
-        cut_x, _ = _descriptors(ctx.source, data.images["train"][idx], ctx.size, [self.cut], self.descriptor)
-        x, y = cut_x[self.cut], data.targets["train"][idx]
-        n_fit = round(len(idx) * (1 - self.holdout))
+        task = ctx.data.task
+        images, y = self._probe_subset(ctx)
+        cut_x, _ = _descriptors(ctx.source, images, ctx.size, [self.cut], self.descriptor, with_convs=False)
+        x = cut_x[self.cut]
+        n_fit = round(len(y) * (1 - self.holdout))
         strength = self.report.strength
         order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, strength))
         full = self.report.cut_scores[self.cut]
