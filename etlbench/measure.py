@@ -41,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
     "Latency",
+    "MeasureConfig",
     "count_macs",
     "count_params",
     "eval_mode",
@@ -240,8 +241,24 @@ def machine_info() -> dict[str, str | int]:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "allocator": steady_allocator()}
 
 
+@dataclass(frozen=True)
+class MeasureConfig:
+    """The measurement conditions of an experiment: torch threads, batch sizes, timed calls per round, and the
+    most seconds of timed calls per batch size (see :func:`measure_latency`)."""
+
+    threads: int = 1
+    batches: tuple[int, ...] = (1, 32)
+    repeats: int = 30
+    max_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1:
+            raise ValueError(f"measurement needs threads >= 1, repeats >= 2 and batch sizes >= 1; got {self}")
+
+
 def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, batches: Sequence[int] = (1, 32),
-            repeats: int = 30, warmup: int = 5, channels: int = 3) -> dict[str, float | int | str]:
+            repeats: int = 30, warmup: int = 5, channels: int = 3, max_seconds: float = 10.0
+            ) -> dict[str, float | int | str]:
     """All measurements of ``model`` in one flat dict with stable keys, and the conditions they were taken in.
 
     Keys: ``params``, ``size_bytes``, ``macs``; per batch size ``b``: ``latency_ms`` and ``latency_iqr_ms``
@@ -257,7 +274,7 @@ def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, 
     }
     for b in batches:
         lat = measure_latency(model, input_size, batch=b, threads=threads, warmup=warmup, repeats=repeats,
-                              channels=channels)
+                              channels=channels, max_seconds=max_seconds)
         prefix = "latency" if b == 1 else f"latency_b{b}"
         out[f"{prefix}_ms"] = lat.median_ms
         out[f"{prefix}_iqr_ms"] = lat.iqr_ms

@@ -22,7 +22,7 @@ from etlbench.backbones import Preprocess, SourceNetwork
 from etlbench.data import TaskData
 from etlbench.measure import eval_mode
 from etlbench.tasks import Task, TaskHead
-from etlbench.train import iterate_batches
+from etlbench.train import iterate_batches, model_device
 
 ALPHAS = np.logspace(-2, 5, 15)
 CS = np.logspace(-4, 2, 7)
@@ -103,7 +103,7 @@ def head_from_probe(head: TaskHead, probe: Pipeline, task: Task) -> None:
         full_w[classes], full_b[classes] = w, b
         w, b = full_w, full_b
     else:
-        scale, shift = head.scale.double().numpy(), head.shift.double().numpy()
+        scale, shift = head.scale.double().cpu().numpy(), head.shift.double().cpu().numpy()
         w, b = w / scale[:, None], (b - shift) / scale
     head.fc.weight.copy_(torch.from_numpy(w))
     head.fc.bias.copy_(torch.from_numpy(b))
@@ -115,7 +115,8 @@ def trunk_features(trunk: torch.nn.Module, images: np.ndarray, preprocess: Prepr
     """Spatial-mean descriptors (N x channels) of a trunk's output (the source's up to a cut, or a pruned
     one), in eval mode; every module's train/eval flag is restored afterwards."""
     with eval_mode(trunk):
-        out = [trunk(preprocess(torch.from_numpy(images[b]), size)).mean(dim=(2, 3))
+        device = model_device(trunk)
+        out = [trunk(preprocess(torch.from_numpy(images[b]), size).to(device)).mean(dim=(2, 3)).cpu()
                for b in iterate_batches(images, batch_size)]
     return torch.cat(out).double().numpy()
 

@@ -77,6 +77,20 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's parameters: inputs are moved there, outputs come back to the CPU."""
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` ("cpu", "cuda", "cuda:1"); a GPU that torch cannot see is an error that says so."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"device {name!r} was asked for (the spec's gpus), but torch sees no CUDA GPU here")
+    return device
+
+
 def iterate_batches(images: np.ndarray, batch_size: int, order: np.ndarray | None = None) -> Iterator[np.ndarray]:
     idx = np.arange(len(images)) if order is None else order
     for start in range(0, len(idx), batch_size):
@@ -87,9 +101,10 @@ def iterate_batches(images: np.ndarray, batch_size: int, order: np.ndarray | Non
 def predict(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
             batch_size: int = 64) -> np.ndarray:
     """Model outputs for uint8 images, in eval mode (the previous mode is restored)."""
-    was_training = model.training
+    was_training, device = model.training, model_device(model)
     model.eval()
-    outs = [model(preprocess(torch.from_numpy(images[b]), size)) for b in iterate_batches(images, batch_size)]
+    outs = [model(preprocess(torch.from_numpy(images[b]), size).to(device)).cpu()
+            for b in iterate_batches(images, batch_size)]
     model.train(was_training)
     return torch.cat(outs).numpy()
 
@@ -161,6 +176,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
                                                                                  / total_steps)))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    device = model_device(model)
     best, best_state, best_epoch, best_val, history = None, None, 0, {}, []
     step = seen = 0
     start = time.perf_counter()
@@ -188,7 +204,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)  # N x H x W x C: flip the width axis
                 if y.dtype.is_floating_point:
                     y = torch.where(flip.view(-1, 1), task.flip_targets(y), y)
-            loss = task.loss(model(preprocess(x, size)), y)
+            loss = task.loss(model(preprocess(x, size).to(device)), y.to(device))
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {cfg.lr})")
             opt.zero_grad(set_to_none=True)

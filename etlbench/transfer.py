@@ -22,7 +22,7 @@ from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.paths import data_root
 from etlbench.probe import head_from_probe, linear_probe
 from etlbench.tasks import create_task
-from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune
+from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune, resolve_device
 
 
 @dataclass(frozen=True)
@@ -31,23 +31,29 @@ class TransferSpec:
 
     task: str
     backbone: str = DEFAULT_BACKBONE
+    backbone_weights: str | None = None  # a local weights file (None: the backbone's default)
     dataset: str | None = None
     data_root: str | None = None
     input_size: int | None = None
     max_train: int | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "cpu"  # where it trains ("cuda" for a GPU); it is measured on the CPU
 
 
-def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads: int | None = None) -> dict[str, Any]:
-    """Train, evaluate and measure one transfer baseline; returns one flat result row (JSON-ready)."""
+def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads: int | None = None,
+                 data: TaskData | None = None) -> dict[str, Any]:
+    """Train, evaluate and measure one transfer baseline (on ``data``, the task's splits, if the caller holds
+    them); returns one flat result row (JSON-ready)."""
     if threads:
         torch.set_num_threads(threads)
-    task = create_task(spec.task)
-    dataset_name = spec.dataset or dataset_for_task(task, spec.data_root)
-    dataset = load_dataset(dataset_name, spec.data_root, seed=spec.seed)  # bad data fails before any training
-    data = task_data(task, dataset, spec.max_train, spec.seed)
-    source = create_backbone(spec.backbone)
+    if data is None:
+        task = create_task(spec.task)
+        dataset = load_dataset(spec.dataset or dataset_for_task(task, spec.data_root), spec.data_root, seed=spec.seed)
+        data = task_data(task, dataset, spec.max_train, spec.seed)  # bad data fails before any training
+    task, dataset = data.task, data.dataset
+    device = resolve_device(spec.device)
+    source = create_backbone(spec.backbone, spec.backbone_weights).to(device)
     size = (spec.input_size, spec.input_size) if spec.input_size else source.preprocess.input_size
     row: dict[str, Any] = {
         "task": task.name, "dataset": dataset.name, "synthetic": dataset.synthetic, "backbone": spec.backbone,
@@ -63,11 +69,12 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
                 "probe_metrics": probe.metrics, "probe_val_metric": probe.val_metrics[task.metric_name],
                 "probe_seconds": probe.feature_seconds + probe.fit_seconds})
 
-    model = build_task_model(source, task, data.targets["train"], seed=spec.seed)
+    model = build_task_model(source, task, data.targets["train"], seed=spec.seed).to(device)
     head_from_probe(model.head, probe.probe, task)  # linear probe, then fine-tune (LP-FT)
     result = fine_tune(model, data, source.preprocess, size, spec.train, seed=spec.seed)
     start = time.perf_counter()
     test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
+    model.cpu()
     row.update({
         "metric": test[task.metric_name], "metrics": test, "val_metric": result.val_metrics[task.metric_name],
         "best_epoch": result.best_epoch, "epochs": spec.train.epochs, "history": result.history,
@@ -93,6 +100,9 @@ def spec_key(spec: TransferSpec) -> str:
     for name in _LATER_OPTIONS:  # options added after baselines were cached: absent from the key at their default
         if fields["train"][name] == getattr(TrainConfig, name):
             del fields["train"][name]
+    for name, default in (("backbone_weights", None), ("device", "cpu")):  # added later, likewise
+        if fields[name] == default:
+            del fields[name]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -114,7 +124,7 @@ def cached_transfer(spec: TransferSpec, cache_dir: str | Path, source: SourceNet
     from ``cache_dir`` if trained before, else trained and saved."""
     path = checkpoint_path(spec, Path(cache_dir))
     if not path.is_file():
-        run_transfer(spec, cache_dir)
+        run_transfer(spec, cache_dir, data=data)
     saved = torch.load(path, map_location="cpu", weights_only=True)
     row = json.loads(saved["row"])
     model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)

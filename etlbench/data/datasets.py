@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +86,10 @@ class TaskData:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.images.values())
+
+    def portable(self) -> TaskData:
+        """The same splits without the whole dataset's arrays: what a parallel runner ships to its workers."""
+        return replace(self, dataset=replace(self.dataset, arrays={}))
 
 
 def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed: int = 0) -> TaskData:

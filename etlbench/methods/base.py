@@ -75,6 +75,10 @@ class PruningMethod(ABC):
             return ctx.transfer_model()
         return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], seed=ctx.seed)
 
+    def shared_stage(self, ctx: PruneContext) -> None:  # noqa: B027  (optional hook)
+        """Work shared by all trials of this method on one task and seed (e.g. ETL's probes): the runner calls it
+        once before them; it should cache its result under ``ctx.cache_dir`` for the trials to read."""
+
     def prepare(self, model: TaskModel, ctx: PruneContext) -> None:  # noqa: B027  (optional hook)
         """Called once before scoring (e.g. to accumulate gradients)."""
 

@@ -109,7 +109,8 @@ class ETL(PruningMethod):
     def _cache_path(self, ctx: PruneContext) -> Path | None:
         if ctx.cache_dir is None:
             return None
-        key = json.dumps(["probe-v2", ctx.data.task.name, ctx.data.dataset.source, ctx.source.name, ctx.seed,
+        key = json.dumps(["probe-v3", ctx.data.task.name, ctx.data.dataset.source, ctx.source.name,
+                          ctx.source.description, ctx.seed,
                           list(ctx.size), self.probe_samples, self.descriptor, self.holdout,
                           len(ctx.data.images["train"])])
         return Path(ctx.cache_dir) / f"etl-probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
@@ -149,6 +150,10 @@ class ETL(PruningMethod):
                      strength=strength, seconds=report.seconds, samples=report.samples,
                      **{f"imp/{n}": v for n, v in importance.items()})
         return report
+
+    def shared_stage(self, ctx: PruneContext) -> None:
+        """Probe once per task, backbone and seed (cached) before the trials that read the probes."""
+        self.probe(ctx)
 
     # ---- 2. depth -----------------------------------------------------------------------------------
     def epsilon_cut(self, report: ProbeReport, higher_is_better: bool) -> str:
