@@ -16,13 +16,15 @@ from typing import Any
 
 import yaml
 
-from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
+from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, weights_path
+from etlbench.data import dataset_for_task
+from etlbench.measure import MeasureConfig
 from etlbench.methods import METHODS, method_parameters
+from etlbench.paths import data_root as resolve_data_root
 from etlbench.registry import DATASETS, TASKS, UnknownNameError
+from etlbench.tasks import create_task
 from etlbench.train import TrainConfig
 from etlbench.trial import RECOVERY, TrialSpec
-
-TRAIN_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 class SpecError(ValueError):
@@ -39,20 +41,25 @@ class ExperimentSpec:
     compressions: tuple[float | None, ...]
     seeds: tuple[int, ...] = (0,)
     backbone: str = DEFAULT_BACKBONE
+    backbone_weights: str | None = None  # a local weights file; relative: under the models root
     input_size: int | None = None
     data_root: str | None = None
     max_train: int | None = None
     budget_of: str = "params"
-    threads: int = 1
+    threads: int = 1  # torch threads of each trial (parallel trials share the cores)
+    gpus: float = 0.0  # GPUs each trial asks Ray for
     transfer: TrainConfig = field(default_factory=TrainConfig)
     recovery: TrainConfig = RECOVERY
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     def trials(self) -> list[TrialSpec]:
         """The plan: every task x method x compression x seed (``auto`` compressions only for ETL)."""
         return [TrialSpec(task=task, method=method, compression=c, seed=seed, backbone=self.backbone,
+                          backbone_weights=self.backbone_weights,
                           dataset=dataset, data_root=self.data_root, input_size=self.input_size,
                           max_train=self.max_train, transfer=self.transfer, recovery=self.recovery,
-                          method_params=params, budget_of=self.budget_of, threads=self.threads)
+                          method_params=params, budget_of=self.budget_of, threads=self.threads,
+                          device="cuda" if self.gpus > 0 else "cpu", measure=self.measure)
                 for task, dataset in self.tasks.items() for method, params in self.methods.items()
                 for c in self.compressions if c is not None or method == "etl" for seed in self.seeds]
 
@@ -90,15 +97,40 @@ def _fail(source: str, where: str, message: str) -> SpecError:
     return SpecError(f"{source}: {where}: {message}")
 
 
-def _train_config(raw: Any, source: str, section: str, default: TrainConfig) -> TrainConfig:
+def _section(raw: Any, source: str, section: str, default: Any) -> Any:
+    """A dataclass section (``transfer``, ``recovery``, ``measure``): known keys only, values checked."""
     if raw is None:
         return default
+    keys = sorted(f.name for f in dataclasses.fields(default))
     if not isinstance(raw, dict):
-        raise _fail(source, section, f"expected a mapping of {sorted(TRAIN_KEYS)}")
-    unknown = sorted(set(raw) - TRAIN_KEYS)
+        raise _fail(source, section, f"expected a mapping of {keys}")
+    unknown = sorted(set(raw) - set(keys))
     if unknown:
-        raise _fail(source, f"{section}.{unknown[0]}", f"unknown key; {section} takes {sorted(TRAIN_KEYS)}")
-    return dataclasses.replace(default, **raw)
+        raise _fail(source, f"{section}.{unknown[0]}", f"unknown key; {section} takes {keys}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    try:
+        return dataclasses.replace(default, **values)
+    except (TypeError, ValueError) as err:
+        raise _fail(source, section, str(err)) from err
+
+
+def _check_dataset(task: str, dataset: str | None, root: str | None, source: str) -> None:
+    """The task's dataset must exist now, not after hours of other trials."""
+    name = dataset or dataset_for_task(create_task(task), root)
+    where = f"tasks.{task}.dataset"
+    if name.endswith(".npz"):
+        if not Path(name).is_file():
+            raise _fail(source, where, f"dataset file {name} does not exist")
+        return
+    spec = DATASETS.get(name)
+    if spec.relative_path is None:
+        return
+    resolved = resolve_data_root(root)
+    if resolved is None:
+        raise _fail(source, where, f"dataset {name!r} needs a data root: set data_root, pass --data-root or set "
+                                   f"ETLBENCH_DATA (expected <root>/{spec.relative_path})")
+    if not spec.path(resolved).is_file():
+        raise _fail(source, where, f"dataset {name!r} not found: expected the file {spec.path(resolved)}")
 
 
 def _known(registry: Any, name: str, source: str, where: str) -> None:
@@ -119,6 +151,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
             raise _fail(source, key, "missing or empty")
     backbone = raw.get("backbone", DEFAULT_BACKBONE)
     _known(BACKBONES, backbone, source, "backbone")
+    weights = raw.get("backbone_weights")
+    if weights is not None and not weights_path(weights).is_file():
+        raise _fail(source, "backbone_weights", f"weights file {weights_path(weights)} does not exist (a relative "
+                                                f"path is looked up under the models root, $ETLBENCH_MODELS)")
 
     tasks_raw = raw["tasks"]
     tasks_raw = {t: None for t in tasks_raw} if isinstance(tasks_raw, list) else tasks_raw
@@ -131,6 +167,7 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
         dataset = options.get("dataset")
         if dataset is not None and not str(dataset).endswith(".npz"):
             _known(DATASETS, dataset, source, f"tasks.{task}.dataset")
+        _check_dataset(task, dataset, raw.get("data_root"), source)
         tasks[task] = dataset
 
     methods_raw = raw["methods"]
@@ -159,9 +196,15 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
         raise _fail(source, "seeds", f"expected a list of integers, got {seeds!r}")
     if raw.get("budget_of", "params") not in ("params", "macs"):
         raise _fail(source, "budget_of", f"expected 'params' or 'macs', got {raw['budget_of']!r}")
+    for key, minimum in (("threads", 1), ("gpus", 0), ("max_train", 1), ("input_size", 16)):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < minimum):
+            raise _fail(source, key, f"expected a number of at least {minimum}, got {value!r}")
     return ExperimentSpec(
         name=str(raw.get("name", Path(source).stem)), tasks=tasks, methods=methods, compressions=tuple(compressions),
-        seeds=tuple(seeds), backbone=backbone, input_size=raw.get("input_size"), data_root=raw.get("data_root"),
+        seeds=tuple(seeds), backbone=backbone, backbone_weights=weights, input_size=raw.get("input_size"),
+        data_root=raw.get("data_root"),
         max_train=raw.get("max_train"), budget_of=raw.get("budget_of", "params"), threads=int(raw.get("threads", 1)),
-        transfer=_train_config(raw.get("transfer"), source, "transfer", TrainConfig()),
-        recovery=_train_config(raw.get("recovery"), source, "recovery", RECOVERY))
+        gpus=float(raw.get("gpus", 0)), transfer=_section(raw.get("transfer"), source, "transfer", TrainConfig()),
+        recovery=_section(raw.get("recovery"), source, "recovery", RECOVERY),
+        measure=_section(raw.get("measure"), source, "measure", MeasureConfig()))
