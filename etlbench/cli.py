@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import replace
@@ -11,10 +12,13 @@ from typing import Any
 import yaml
 
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
+from etlbench.config import SpecError
 from etlbench.data import DATASETS, DatasetError, load_dataset
+from etlbench.measure import MeasureConfig
 from etlbench.methods import ConfigError
 from etlbench.paths import data_root
 from etlbench.registry import METHODS, TASKS, UnknownNameError
+from etlbench.runner.store import RunnerError
 from etlbench.tasks import LabelError, create_task
 from etlbench.train import TrainConfig, TrainingError
 
@@ -59,7 +63,8 @@ def _print_list(rows: dict[str, Any]) -> None:
 def _transfer(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.transfer import TransferSpec, run_transfer
 
-    spec = TransferSpec(task=args.task, backbone=args.backbone, dataset=args.dataset, data_root=args.data_root,
+    spec = TransferSpec(task=args.task, backbone=args.backbone, backbone_weights=args.backbone_weights,
+                        dataset=args.dataset, data_root=args.data_root,
                         input_size=args.input_size, max_train=args.max_train, seed=args.seed,
                         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
     return run_transfer(spec, out_dir=args.out, threads=args.threads)
@@ -98,13 +103,48 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
 
     compression = None if args.compression in ("auto", "free") else float(args.compression)
     spec = TrialSpec(task=args.task, method=args.method, compression=compression, seed=args.seed,
-                     backbone=args.backbone, dataset=args.dataset, data_root=args.data_root,
+                     backbone=args.backbone, backbone_weights=args.backbone_weights, dataset=args.dataset,
+                     data_root=args.data_root,
                      input_size=args.input_size, max_train=args.max_train,
                      transfer=TrainConfig(epochs=args.transfer_epochs),
                      recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
-                     method_params=_method_params(args.param), budget_of=args.budget_of, threads=args.threads)
+                     method_params=_method_params(args.param), budget_of=args.budget_of, threads=args.threads,
+                     measure=MeasureConfig(threads=args.threads))
     validate_trial(spec)
     return run_trial(spec, args.cache)
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.config import load_spec
+    from etlbench.runner.execute import run_experiment
+
+    preset = args.preset
+    if preset is None and args.config is None:  # the main job: smoke on the embedded default, quick on real data
+        preset = "quick" if data_root(args.data_root) is not None else "smoke"
+        print(f"etlbench run: no --preset or --config given: running preset {preset!r} "
+              f"({'real data under ' + str(data_root(args.data_root)) if preset == 'quick' else 'no data root set'})",
+              file=sys.stderr)
+    spec = load_spec(preset, args.config, data_root=args.data_root)
+    summary = run_experiment(spec, args.out, resume=args.resume, address=args.address, workers=args.workers,
+                             measure_now=not args.train_only, show_progress=not args.no_progress)
+    return dataclasses.asdict(summary)
+
+
+def _print_run(summary: dict[str, Any]) -> None:
+    from etlbench.runner.execute import RunSummary, run_summary_lines
+
+    print("\n".join(run_summary_lines(RunSummary(**summary))))
+
+
+def _report(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.report import write_report
+
+    return write_report(args.dir, figures=True, tables=not args.figures_only, formats=tuple(args.format))
+
+
+def _print_report(result: dict[str, Any]) -> None:
+    print(f"wrote {len(result['written'])} files in {result['seconds']:.1f} s:")
+    print("\n".join(f"  {f}" for f in result["written"]))
 
 
 def _print_row(row: dict[str, Any]) -> None:
@@ -129,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transfer", help="fine-tune the whole source network with a new head (transfer baseline)")
     p.add_argument("--task", required=True)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset", help="registered dataset or a canonical .npz path (default: the task's own, "
                                      "or synthetic without a data root)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
@@ -152,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the compression ratio counts (default: parameters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset")
     p.add_argument("--data-root")
     p.add_argument("--input-size", type=int)
@@ -165,6 +207,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default="runs/cache", help="transfer baselines and ETL probes are cached here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_prune, show=_print_row)
+
+    p = sub.add_parser("run", help="run an experiment (a preset or a YAML spec) on Ray into a results database")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--preset", help="a named preset (smoke, quick, reference, ...); default: quick where a data "
+                                         "root is set, else smoke on synthetic faces")
+    source.add_argument("--config", help="a YAML experiment spec")
+    p.add_argument("--out", required=True, help="folder of the results database, models and reports")
+    p.add_argument("--resume", action="store_true", help="go on with the trials that are not stored as done")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--workers", type=int, help="trials at once (default: usable cores / threads per trial)")
+    p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--train-only", action="store_true",
+                   help="leave the trained models unmeasured, for a later --resume on the machine to report")
+    p.add_argument("--no-progress", action="store_true", help="plain lines instead of the live progress bar")
+    p.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    p.set_defaults(run=_run, show=_print_run)
+
+    p = sub.add_parser("report", help="write the leaderboard (md, csv, html) and figures of a run's results")
+    p.add_argument("dir", help="the --out folder of `etlbench run`")
+    p.add_argument("--figures-only", action="store_true", help="write the figures, not the leaderboard")
+    p.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg", "pdf"],
+                   help="figure formats (default: png svg)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_report, show=_print_report)
     return parser
 
 
@@ -172,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (UnknownNameError, DatasetError, LabelError, TrainingError, ConfigError, FileNotFoundError) as err:
+    except (UnknownNameError, DatasetError, LabelError, TrainingError, ConfigError, FileNotFoundError, SpecError,
+            RunnerError) as err:
         print(f"etlbench: error: {err}", file=sys.stderr)
         return 2
     if args.json:

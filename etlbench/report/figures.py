@@ -1,0 +1,129 @@
+"""Trade-off figures (seaborn styling, matplotlib drawing): task metric against parameters, MACs and latency.
+
+Every figure draws from :func:`etlbench.report.leaderboard.summarize` (means over seeds, 95% intervals), so a
+point is one method at one target compression. Each method keeps its colour (seaborn's colour-blind palette)
+and marker in every figure (:func:`method_styles`); the unpruned transfer baseline is a dashed horizontal
+line; points on the Pareto front of retention against that cost have a black edge. Sizes suit a paper column
+(3.3 in wide per panel) and labels carry units.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from etlbench.registry import METHODS
+from etlbench.report.leaderboard import COSTS, with_pareto
+
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
+_COST_LABELS = {"params": "parameters (log scale)", "macs": "MACs per image (log scale)",
+                "latency": "latency, batch 1 (ms, log scale)"}
+_METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg": "MAE (degrees)"}
+
+
+def method_styles(methods: list[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
+    """A fixed colour and marker per method: registered methods in registry order first, then the others."""
+    order = [m for m in METHODS.names() if m in methods] + sorted(set(methods) - set(METHODS.names()))
+    palette = sns.color_palette("colorblind", max(len(order), 1))
+    return {m: (palette[i % len(palette)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(order)}
+
+
+def _metric_label(name: str, higher_is_better: bool) -> str:
+    return f"{_METRIC_LABELS.get(name, name)} ({'higher' if higher_is_better else 'lower'} is better)"
+
+
+def draw_tradeoff(ax: plt.Axes, summary: pd.DataFrame, trials: pd.DataFrame, cost: str,
+                  styles: dict[str, tuple]) -> None:
+    """One task's metric against one cost on ``ax``: a line per method over its targets with a 95% band."""
+    column = COSTS[cost]
+    for method, rows in summary.dropna(subset=["metric"]).groupby("method"):
+        colour, marker = styles[method]
+        line = rows[rows["target"] != "auto"].sort_values(column)
+        ax.plot(line[column], line["metric"], color=colour, marker=marker, label=method, lw=1.4, ms=5)
+        if line["metric_ci95"].notna().any():
+            ci = line["metric_ci95"].fillna(0)
+            ax.fill_between(line[column], line["metric"] - ci, line["metric"] + ci, color=colour, alpha=0.2, lw=0)
+        auto = rows[rows["target"] == "auto"]
+        ax.scatter(auto[column], auto["metric"], color=colour, marker="*", s=90, zorder=3)
+        front = rows[rows[f"pareto_{cost}"]]
+        ax.scatter(front[column], front["metric"], facecolors="none", edgecolors="black", s=70, lw=1.0, zorder=4)
+    baseline = trials["baseline_metric"].dropna()
+    if len(baseline):
+        ax.axhline(baseline.mean(), color="0.3", ls="--", lw=1.0, label="transfer baseline")
+    ax.set_xscale("log")
+    ax.set_xlabel(_COST_LABELS[cost])
+
+
+def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:
+    first = trials.dropna(subset=["metric_name"]).iloc[0]
+    return str(first["metric_name"]), bool(first["higher_is_better"])
+
+
+def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str, ...] = ("png", "svg"),
+                  retention_at: str = "16x") -> list[Path]:
+    """Per task one figure per cost, one grid of all tasks x costs, and a bar chart of retention at
+    ``retention_at``; returns the files written."""
+    from etlbench.report.leaderboard import summarize
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
+    summary = with_pareto(summarize(trials))
+    styles = method_styles(sorted(summary["method"].unique()))
+    tasks = sorted(summary["task"].unique())
+    written: list[Path] = []
+
+    def save(fig: plt.Figure, stem: str) -> None:
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=200, bbox_inches="tight")
+            written.append(path)
+        plt.close(fig)
+
+    for task in tasks:
+        name, higher = _task_meta(trials[trials["task"] == task])
+        for cost in COSTS:
+            fig, ax = plt.subplots(figsize=(3.3, 2.6))
+            draw_tradeoff(ax, summary[summary["task"] == task], trials[trials["task"] == task], cost, styles)
+            ax.set_title(task.replace("_", " "))
+            ax.set_ylabel(_metric_label(name, higher))
+            ax.legend(fontsize="x-small", frameon=False)
+            save(fig, f"{task}-metric-vs-{cost}")
+
+    fig, axes = plt.subplots(len(COSTS), len(tasks), figsize=(3.0 * len(tasks), 2.4 * len(COSTS)), squeeze=False)
+    for j, task in enumerate(tasks):
+        name, higher = _task_meta(trials[trials["task"] == task])
+        for i, cost in enumerate(COSTS):
+            ax = axes[i, j]
+            draw_tradeoff(ax, summary[summary["task"] == task], trials[trials["task"] == task], cost, styles)
+            ax.set_title(task.replace("_", " ") if i == 0 else "")
+            ax.set_ylabel(_metric_label(name, higher) if i == 0 else _METRIC_LABELS.get(name, name))
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout()
+    save(fig, "tradeoffs-all-tasks")
+
+    at = summary[summary["target"] == retention_at]
+    if len(at):
+        fig, ax = plt.subplots(figsize=(max(3.3, 1.0 * len(tasks) + 1.5), 2.6))
+        methods = list(styles)
+        width = 0.8 / len(methods)
+        for k, method in enumerate(methods):
+            rows = at[at["method"] == method].set_index("task").reindex(tasks)
+            ax.bar(np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width, rows["retention"], width,
+                   yerr=rows["retention_ci95"].fillna(0), color=styles[method][0], label=method, capsize=2)
+        ax.set_xticks(np.arange(len(tasks)), [t.replace("_", " ") for t in tasks])
+        ax.set_ylabel("retention (pruned / baseline quality)")
+        ax.set_title(f"retention at {retention_at} fewer parameters")
+        ax.axhline(1.0, color="0.3", ls="--", lw=1.0)
+        ax.legend(fontsize="x-small", frameon=False, ncol=2)
+        save(fig, f"retention-at-{retention_at}")
+    return written

@@ -1,0 +1,177 @@
+"""The leaderboard as Markdown (GitHub-flavoured) and as one self-contained HTML page.
+
+Per task: the reference rows (the unpruned transfer baseline and the frozen linear probe, means over seeds),
+then one row per method with its retention (mean ± 95% CI over seeds) at every target compression, the area
+under its retention-versus-log2(compression) curve and its rank; failed and infeasible points say so. Then
+every point in detail (status counts, reductions, Pareto membership). Overall: the mean rank across tasks.
+The papers' published figures close the page, marked as published, not measured here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from etlbench.report.leaderboard import method_scores, overall_ranks, summarize, with_pareto
+
+
+def published() -> list[dict[str, Any]]:
+    """The seed papers' published figures (``published.yaml``)."""
+    return yaml.safe_load(resources.files("etlbench.report").joinpath("published.yaml").read_text())
+
+
+def _pct(x: float) -> str:
+    return "" if pd.isna(x) else f"{x:.1%}"
+
+
+def _point(row: pd.Series) -> str:
+    if row["n_ok"] == 0:
+        return "failed" if row["n_failed"] else ("infeasible" if row["n_infeasible"] else "")
+    text = f"{row['retention']:.3f}" + ("" if pd.isna(row["retention_ci95"]) else f" ± {row['retention_ci95']:.3f}")
+    lost = [f"{int(row[c])} {c[2:]}" for c in ("n_failed", "n_infeasible") if row[c]]
+    return text + (f" ({', '.join(lost)})" if lost else "")
+
+
+def _targets(summary: pd.DataFrame) -> list[str]:
+    order = summary.drop_duplicates("target").sort_values("log2_target", na_position="last")
+    return list(order["target"])
+
+
+def task_table(summary: pd.DataFrame, scores: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One row per method: retention at every target, area under the curve, rank (best first)."""
+    part = summary[summary["task"] == task]
+    table = part.pivot(index="method", columns="target", values="point").reindex(columns=_targets(part))
+    s = scores[scores["task"] == task].set_index("method")
+    table.insert(0, "rank", s["rank"].reindex(table.index))
+    table.insert(1, "AUC retention", s["auc_retention"].reindex(table.index).map(
+        lambda v: "" if pd.isna(v) else f"{v:.3f}"))
+    table = table.sort_values("rank", na_position="last")
+    table["rank"] = table["rank"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+    return table.reset_index().fillna("")
+
+
+def detail_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
+    part = summary[summary["task"] == task]
+    pareto = part[["pareto_params", "pareto_macs", "pareto_latency"]].apply(
+        lambda r: "".join(k for k, v in zip("PML", r, strict=True) if v), axis=1)
+    return pd.DataFrame({
+        "method": part["method"], "target": part["target"], "ok/failed/infeasible": part.apply(
+            lambda r: f"{r['n_ok']}/{r['n_failed']}/{r['n_infeasible']}", axis=1),
+        "retention": part.apply(_point, axis=1),
+        "metric": part["metric"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
+        "achieved x": part["compression_achieved"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+        "params red.": part["params_reduction"].map(_pct), "MACs red.": part["macs_reduction"].map(_pct),
+        "latency red. b1": part["latency_reduction"].map(_pct),
+        "latency red. b32": part.get("latency_b32_reduction", pd.Series(np.nan, index=part.index)).map(_pct),
+        "Pareto (P/M/L)": pareto}).reset_index(drop=True)
+
+
+def reference_rows(trials: pd.DataFrame, task: str) -> pd.DataFrame:
+    part = trials[trials["task"] == task]
+    rows = [("transfer baseline (unpruned)", part["baseline_metric"])]
+    if "linear_probe_metric" in part:
+        rows.append(("frozen linear probe", part["linear_probe_metric"]))
+    return pd.DataFrame([{"reference": name, "metric (mean over seeds)": f"{values.dropna().mean():.4g}",
+                          "seeds": int(part.loc[values.notna(), "seed"].nunique())}
+                         for name, values in rows if values.notna().any()])
+
+
+def build(trials: pd.DataFrame) -> dict[str, Any]:
+    """Everything the pages show, as DataFrames: summary (one row per point), scores, overall ranks, tables."""
+    summary = with_pareto(summarize(trials))
+    summary["point"] = summary.apply(_point, axis=1)
+    scores = method_scores(summary)
+    tasks = sorted(summary["task"].unique())
+    meta = trials.dropna(subset=["metric_name"]).drop_duplicates("task").set_index("task")
+    return {"summary": summary, "scores": scores, "overall": overall_ranks(scores), "tasks": tasks,
+            "metric": {t: (meta.loc[t, "metric_name"], bool(meta.loc[t, "higher_is_better"])) if t in meta.index
+                       else ("", True) for t in tasks},
+            "task_tables": {t: task_table(summary, scores, t) for t in tasks},
+            "details": {t: detail_table(summary, t) for t in tasks},
+            "references": {t: reference_rows(trials, t) for t in tasks}, "published": published()}
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    cells = [[str(c) for c in df.columns]] + [[str(v) for v in row] for row in df.itertuples(index=False)]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
+    return "\n".join([lines[0], "|" + "---|" * len(df.columns), *lines[1:]])
+
+
+def _heading(task: str, metric: tuple[str, bool]) -> str:
+    return f"{task} — {metric[0]}, {'higher' if metric[1] else 'lower'} is better"
+
+
+_INTRO = ("Retention is the pruned model's quality over the unpruned transfer baseline's (baseline / pruned for "
+          "errors), mean ± 95% CI over seeds. AUC retention: the mean retention over log2(compression) on the "
+          "task's grid of targets; a method missing a point of the grid has none and no rank. Pareto: on the front "
+          "of retention against parameters (P), MACs (M) or batch-1 latency (L).")
+
+
+def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: list[str]) -> str:
+    out = [f"# {title}", "", conditions, "", _INTRO, "", "## Overall: mean rank across tasks", ""]
+    out += [markdown_table(report["overall"]) if len(report["overall"]) else "No method has a complete grid yet.", ""]
+    for task in report["tasks"]:
+        out += [f"## {_heading(task, report['metric'][task])}", ""]
+        if len(report["references"][task]):
+            out += [markdown_table(report["references"][task]), ""]
+        out += [markdown_table(report["task_tables"][task]), "", "<details><summary>every point</summary>", "",
+                markdown_table(report["details"][task]), "", "</details>", ""]
+        out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-metric-vs-params")]
+        out += [""]
+    out += ["## Published figures (from the papers, not measured here)", "",
+            markdown_table(_published(report)), ""]
+    return "\n".join(out)
+
+
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
+  const body = th.closest('table').tBodies[0];
+  const rows = Array.from(body.rows);
+  const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
+  const key = r => { const t = r.cells[i].innerText; const n = parseFloat(t); return isNaN(n) ? t : n; };
+  rows.sort((a, b) => { const x = key(a), y = key(b); const c = x < y ? -1 : x > y ? 1 : 0;
+                        return dir === 'asc' ? c : -c; });
+  rows.forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def _published(report: dict[str, Any]) -> pd.DataFrame:
+    return pd.DataFrame(report["published"]).astype(object).fillna("")
+
+
+def _html_table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, classes="sortable", border=0, escape=True)
+
+
+def _embed(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"></figure>'
+
+
+def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[Path]) -> str:
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", f"<p>{html.escape(_INTRO)}</p>",
+             "<h2>Overall: mean rank across tasks</h2>", _html_table(report["overall"])]
+    pngs = [f for f in figures if f.suffix == ".png"]
+    for task in report["tasks"]:
+        parts += [f"<h2>{html.escape(_heading(task, report['metric'][task]))}</h2>",
+                  _html_table(report["references"][task]) if len(report["references"][task]) else "",
+                  _html_table(report["task_tables"][task]), "<details><summary>every point</summary>",
+                  _html_table(report["details"][task]), "</details>"]
+        parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
+    parts += ["<h2>All tasks</h2>"] + [_embed(f) for f in pngs if not f.name.startswith(tuple(report["tasks"]))]
+    parts += ["<h2>Published figures (from the papers, not measured here)</h2>",
+              _html_table(_published(report))]
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;"
+             "text-align:left}th{cursor:pointer;background:#f4f4f4}img{max-width:100%}figure{display:inline-block;"
+             "margin:.5em}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}<script>{_SORT_JS}</script></body></html>")

@@ -1,0 +1,345 @@
+"""Run an experiment on Ray (design.md): shared stages once, trials in parallel, measurement alone.
+
+1. **Plan and check** (driver, before anything long): expand the spec into trials, drop those the database
+   already holds as final (``--resume``), load each task's data once (a bad dataset fails here).
+2. **Shared stages** (Ray tasks): the transfer baseline per task and seed, then each method's
+   :meth:`~etlbench.methods.PruningMethod.shared_stage` (ETL's probes) per task and seed; both are cached under
+   ``DIR/cache`` and the trials wait for them. Each task's data is in the object store once, passed by reference.
+3. **Trials** (Ray tasks, ``threads`` CPUs each, at most ``workers`` at once): prune, recover, evaluate on test,
+   save the pruned model under ``DIR/models``; the driver stores each row (status ``trained``) as it ends. A trial
+   that raises becomes a ``failed`` row; a worker that dies is retried by Ray.
+4. **Measurement** (driver, after Ray has stopped, so it has the machine to itself): each transfer baseline once,
+   then every trained model, under the spec's measurement settings; rows become ``ok``.
+5. **Outputs**: ``results.csv`` (the columns of design.md) and ``leaderboard.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import ray
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from etlbench import code_version, measure
+from etlbench.config import ExperimentSpec
+from etlbench.data import TaskData
+from etlbench.methods import METHODS, PruningMethod
+from etlbench.report import write_report
+from etlbench.runner.store import FINAL, ResultsStore, RunnerError
+from etlbench.surgery import save_pruned
+from etlbench.trial import (
+    TrialSpec,
+    configure_method,
+    load_baseline,
+    load_pruned_model,
+    load_trial_data,
+    measure_model,
+    measured_fields,
+    shared_stage,
+    train_trial,
+    transfer_spec,
+)
+
+
+@dataclasses.dataclass
+class RunSummary:
+    """What a run did and how long each stage took (seconds of wall-clock time)."""
+
+    out: str
+    planned: int
+    skipped: int  # already final in the database (resume)
+    trained: int  # trial stages run
+    measured: int
+    statuses: dict[str, int]
+    workers: int
+    threads: int
+    wall_seconds: float = 0.0
+    check_seconds: float = 0.0
+    ray_start_seconds: float = 0.0
+    trial_stage_seconds: float = 0.0  # shared stages and trials, from the first submission to the last row
+    measure_seconds: float = 0.0
+    trial_busy_seconds: float = 0.0  # the trials' own time inside their Ray tasks
+    shared_busy_seconds: float = 0.0
+    store_seconds: float = 0.0  # writing rows to the database
+    return_latency_seconds: float = 0.0  # mean time from a trial's end in its worker to its row being stored
+
+
+def _spec_dict(t: TrialSpec) -> dict[str, Any]:
+    return {**dataclasses.asdict(t), "code_version": code_version()}
+
+
+def _data_key(t: TrialSpec) -> tuple:
+    return (t.task, t.dataset, t.data_root, t.max_train, t.seed)
+
+
+def _shares(t: TrialSpec) -> bool:
+    """Whether the trial's method has a shared stage (it overrides :meth:`PruningMethod.shared_stage`)."""
+    return METHODS.get(t.method).shared_stage is not PruningMethod.shared_stage
+
+
+def _shared_key(t: TrialSpec) -> tuple:
+    return (t.method, tuple(sorted((k, repr(v)) for k, v in t.method_params.items())), _data_key(t),
+            transfer_spec(t))
+
+
+def _failed_row(t: TrialSpec, err: BaseException) -> dict[str, Any]:
+    return {"trial_id": t.trial_id(), "task": t.task, "backbone": t.backbone, "method": t.method,
+            "compression": t.compression, "seed": t.seed, "status": "failed",
+            "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
+            "traceback": str(err)}
+
+
+# ---- Ray tasks (plain functions; wrapped with ray.remote when a run starts) -------------------------------
+def _baseline_task(t: TrialSpec, data: TaskData, cache: str) -> float:
+    start = time.perf_counter()
+    load_baseline(t, cache, data)
+    return time.perf_counter() - start
+
+
+def _shared_task(t: TrialSpec, data: TaskData, cache: str, _baseline: float) -> float:
+    start = time.perf_counter()
+    shared_stage(t, cache, data)
+    return time.perf_counter() - start
+
+
+def _trial_task(t: TrialSpec, data: TaskData, cache: str, models: str, tracker: Any, *_deps: float) -> dict[str, Any]:
+    tracker.started.remote(t.trial_id())
+    start = time.perf_counter()
+    row, model = train_trial(t, cache, data)
+    if model is not None:
+        path = Path(models) / f"{row['trial_id']}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_pruned(model, str(path), meta={"trial_id": row["trial_id"], "cut_layer": row.get("cut_layer")})
+        row["model_file"] = str(path.relative_to(Path(models).parent))
+    row.update(trial_seconds=time.perf_counter() - start, worker_pid=os.getpid(), ended_at=time.time())
+    return row
+
+
+class _Tracker:
+    """Which trials are running (a Ray actor the trials report their start to), for the progress display."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+
+    def started(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+
+    def ended(self, trial_id: str) -> None:
+        self.running.discard(trial_id)
+
+    def count(self) -> int:
+        return len(self.running)
+
+
+def environment(workers: int, threads: int, address: str | None) -> dict[str, Any]:
+    """The conditions of a run: machine, versions, parallelism."""
+    import numpy
+    import torch
+
+    return {**measure.machine_info(), "host": socket.gethostname(), "python": platform.python_version(),
+            "torch": torch.__version__, "ray": ray.__version__, "numpy": numpy.__version__,
+            "etlbench": code_version(), "workers": workers, "threads_per_trial": threads,
+            "ray_address": address or "local"}
+
+
+def _progress(show: bool, console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"), TimeElapsedColumn(),
+                    TextColumn("left"), TimeRemainingColumn(), console=console, disable=not show)
+
+
+def _row_line(row: dict[str, Any]) -> str:
+    c = "auto" if row.get("compression") is None else f"{row['compression']:g}x"
+    head = f"{row['task']} {row['method']} {c} seed {row['seed']}: {row['status']}"
+    if row["status"] in ("failed", "infeasible"):
+        return f"{head} ({row.get('error', '')})"
+    quality = f"{row['metric_name']} {row['metric']:.4g}, retention {row['retention']:.3f}"
+    if row["status"] == "ok":
+        return (f"{head}: {quality}, {row['compression_achieved']:.2f}x params, latency -{row['latency_reduction']:.0%}"
+                f" (b1)")
+    return f"{head}: {quality} in {row.get('trial_seconds', 0):.0f} s"
+
+
+def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
+                   workers: int | None = None, measure_now: bool = True, show_progress: bool = True,
+                   console: Console | None = None) -> RunSummary:
+    """Run every trial of ``spec`` not yet final in ``out``/results.sqlite; write results.csv and leaderboard.md.
+
+    ``measure_now=False`` leaves the trained models unmeasured (status ``trained``) for a later ``resume``, e.g.
+    on the machine whose latency the results should report."""
+    wall = time.perf_counter()
+    console = console or Console(stderr=True, soft_wrap=True)
+    out = Path(out)
+    cache, models = out / "cache", out / "models"
+    cores = measure.machine_info()["usable_cores"]
+    workers = workers or max(1, int(cores) // spec.threads)
+    if address is None and workers * spec.threads > int(cores):
+        console.print(f"warning: {workers} workers x {spec.threads} threads oversubscribe the {cores} usable cores")
+    plan = spec.trials()
+    by_id = {t.trial_id(): t for t in plan}
+    store = ResultsStore(out / "results.sqlite")
+    try:
+        stored = {k: v for k, v in store.statuses().items() if k in by_id}
+        if stored and not resume:
+            raise RunnerError(f"{out} already holds {len(stored)} trial(s) of this experiment; pass --resume to go "
+                              f"on with it, or choose another --out")
+        final = {k for k, v in stored.items() if v in FINAL}
+        ready = {r["trial_id"] for r in store.rows(status="trained")
+                 if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
+        to_train = [t for t in plan if t.trial_id() not in final | ready]
+        summary = RunSummary(str(out), len(plan), len(final), len(to_train), 0, {}, workers, spec.threads)
+        console.print(f"{spec.name}: {len(plan)} trials; {len(final)} already done, {len(ready)} to measure, "
+                      f"{len(to_train)} to run on {workers} worker(s) x {spec.threads} thread(s)")
+        need = [t for t in plan if t.trial_id() not in final]
+        data: dict[tuple, TaskData] = {}
+        for t in need:  # every bad input fails here, before any training
+            if _data_key(t) not in data:
+                data[_data_key(t)] = load_trial_data(t)
+        for t in need:
+            configure_method(t)
+        run_id = store.start_run(dataclasses.asdict(spec), environment(workers, spec.threads, address))
+        summary.check_seconds = time.perf_counter() - wall
+        if to_train:
+            _trial_stage(spec, to_train, data, store, run_id, cache, models, summary, address, show_progress, console)
+        if measure_now:
+            _measure_stage([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id],
+                           store, run_id, out, data, summary, show_progress, console)
+        rows = store.rows(ids=by_id)
+        summary.statuses = dict(Counter(r["status"] for r in rows))
+        store.export_csv(out / "results.csv")
+        if rows:
+            write_report(out)
+        summary.wall_seconds = time.perf_counter() - wall
+        store.finish_run(run_id, dataclasses.asdict(summary))
+    finally:
+        store.close()
+    return summary
+
+
+def _trial_stage(spec: ExperimentSpec, trials: list[TrialSpec], data: dict[tuple, TaskData], store: ResultsStore,
+                 run_id: int, cache: Path, models: Path, summary: RunSummary, address: str | None, show: bool,
+                 console: Console) -> None:
+    start = time.perf_counter()
+    started_here = not ray.is_initialized()
+    if started_here:
+        local = {} if address else {"num_cpus": summary.workers * spec.threads, "include_dashboard": False}
+        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+    summary.ray_start_seconds = time.perf_counter() - start
+    try:
+        _submit_and_collect(spec, trials, data, store, run_id, cache, models, summary, show, console)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dict[tuple, TaskData],
+                        store: ResultsStore, run_id: int, cache: Path, models: Path, summary: RunSummary, show: bool,
+                        console: Console) -> None:
+    start = time.perf_counter()
+    options = {"num_cpus": spec.threads, "num_gpus": spec.gpus}
+    baseline = ray.remote(_baseline_task).options(**options, max_retries=2)
+    shared = ray.remote(_shared_task).options(**options, max_retries=2)
+    trial = ray.remote(_trial_task).options(**options, max_retries=2)
+    tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
+    data_refs = {k: ray.put(v.portable()) for k, v in data.items() if any(_data_key(t) == k for t in trials)}
+    base_refs: dict[Any, ray.ObjectRef] = {}
+    shared_refs: dict[tuple, ray.ObjectRef] = {}
+    pending: dict[ray.ObjectRef, TrialSpec] = {}
+    for t in trials:
+        d, bkey = data_refs[_data_key(t)], transfer_spec(t)
+        if bkey not in base_refs:
+            base_refs[bkey] = baseline.remote(t, d, str(cache))
+        deps = [base_refs[bkey]]
+        if _shares(t):
+            skey = _shared_key(t)
+            if skey not in shared_refs:
+                shared_refs[skey] = shared.remote(t, d, str(cache), base_refs[bkey])
+            deps.append(shared_refs[skey])
+        pending[trial.remote(t, d, str(cache), str(models), tracker, *deps)] = t
+    failed = returned = 0
+    progress = _progress(show, console)
+    with progress:
+        bar = progress.add_task("trials", total=len(pending), running=0, failed=0)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            for ref in done:
+                t = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except Exception as err:
+                    row = _failed_row(t, err)
+                received = time.time()
+                tracker.ended.remote(t.trial_id())
+                t0 = time.perf_counter()
+                store.put(row, _spec_dict(t), run_id)
+                summary.store_seconds += time.perf_counter() - t0
+                if "ended_at" in row:
+                    summary.return_latency_seconds += received - row["ended_at"]
+                    summary.trial_busy_seconds += row["trial_seconds"]
+                    returned += 1
+                failed += row["status"] == "failed"
+                progress.console.print(_row_line(row))
+            progress.update(bar, completed=len(trials) - len(pending),
+                            running=ray.get(tracker.count.remote()), failed=failed)
+    summary.return_latency_seconds /= max(returned, 1)
+    for ref in [*base_refs.values(), *shared_refs.values()]:
+        try:
+            summary.shared_busy_seconds += ray.get(ref)
+        except Exception:
+            continue
+    summary.trial_stage_seconds = time.perf_counter() - start
+
+
+def _measure_stage(trials: list[TrialSpec], store: ResultsStore, run_id: int, out: Path, data: dict[tuple, TaskData],
+                   summary: RunSummary, show: bool, console: Console) -> None:
+    """Measure the transfer baselines once each, then every trained model, one at a time in this process."""
+    start = time.perf_counter()
+    baselines: dict[Any, dict[str, Any]] = {}
+    rows = {r["trial_id"]: r for r in store.rows(ids=[t.trial_id() for t in trials])}
+    progress = _progress(show, console)
+    with progress:
+        bar = progress.add_task("measuring", total=len(trials), running=1 if trials else 0, failed=0)
+        for t in trials:
+            row, cache = rows[t.trial_id()], out / "cache"
+            try:
+                size = tuple(row["input_size"])
+                key = (transfer_spec(t), t.measure)
+                if key not in baselines:
+                    baselines[key] = measure_model(load_baseline(t, cache, data[_data_key(t)])[0], size, t.measure)
+                model = load_pruned_model(t, row, out / row["model_file"], data[_data_key(t)])
+                row.update(measured_fields(measure_model(model, size, t.measure), baselines[key]))
+            except Exception as err:
+                row.update(_failed_row(t, err))
+            store.put(row, _spec_dict(t), run_id)
+            summary.measured += 1
+            progress.console.print(_row_line(row))
+            progress.advance(bar)
+    summary.measure_seconds = time.perf_counter() - start
+
+
+def run_summary_lines(summary: RunSummary) -> list[str]:
+    """The summary a person reads at the end of a run."""
+    n = max(summary.trained, 1)
+    capacity = summary.trial_stage_seconds * summary.workers
+    busy = (summary.trial_busy_seconds + summary.shared_busy_seconds) / capacity if capacity else 0.0
+    return [
+        f"results: {summary.out}/results.sqlite, results.csv, leaderboard.md; statuses {summary.statuses}",
+        f"wall {summary.wall_seconds:.0f} s = checks {summary.check_seconds:.0f} s + Ray start "
+        f"{summary.ray_start_seconds:.0f} s + shared stages and trials {summary.trial_stage_seconds:.0f} s + "
+        f"measurement {summary.measure_seconds:.0f} s",
+        f"trials: {summary.trained} run ({summary.trial_busy_seconds / n:.1f} s each on average), "
+        f"{summary.skipped} skipped as done, {summary.measured} measured; shared stages "
+        f"{summary.shared_busy_seconds:.0f} s of work",
+        f"runner overhead per trial: {summary.return_latency_seconds * 1000:.0f} ms from a trial's end to its stored "
+        f"row, {summary.store_seconds / n * 1000:.1f} ms of it writing to the database; workers busy "
+        f"{busy:.0%} of the trial stage (the rest: scheduling, waits for shared stages, the last trials' tail)",
+    ]
+

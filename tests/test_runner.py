@@ -1,0 +1,190 @@
+"""The Ray runner and its results database, end to end on synthetic faces (real Ray, real SQLite, real kills)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from etlbench.config import parse_spec
+from etlbench.registry import METHODS
+from etlbench.runner.execute import run_experiment
+from etlbench.runner.store import COLUMNS, ResultsStore, RunnerError
+
+TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
+        "transfer": {"epochs": 1, "batch_size": 16}, "recovery": {"max_steps": 2, "batch_size": 16},
+        "measure": {"threads": 1, "batches": [1, 4], "repeats": 5, "max_seconds": 0.5}}
+
+PLUGIN = '''
+"""Test plugins, installed through the entry-point group like any third-party package."""
+import os
+from pathlib import Path
+
+from etlbench.methods import PruningMethod
+
+
+class Crashing(PruningMethod):
+    """Kills its worker process the first time (a marker file remembers), then scores like magnitude."""
+
+    def __init__(self, marker: str = "", policy="global", max_layer_ratio=0.95):
+        super().__init__(policy, max_layer_ratio)
+        self.marker = Path(marker)
+
+    def prepare(self, model, ctx):
+        if not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os._exit(1)
+
+    def channel_scores(self, name, layer):
+        return layer.weight.detach().abs().flatten(1).sum(1)
+
+
+class Raising(PruningMethod):
+    """A criterion with a bug."""
+
+    def channel_scores(self, name, layer):
+        raise RuntimeError("criterion exploded")
+'''
+
+
+@pytest.fixture
+def plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A third-party package (module + dist-info with entry points) on the path of this process and of Ray's."""
+    site = tmp_path / "site"
+    dist = site / "etlbench_faulty-0.0.dist-info"
+    dist.mkdir(parents=True)
+    (site / "etlbench_faulty.py").write_text(PLUGIN)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: etlbench-faulty\nVersion: 0.0\n")
+    (dist / "entry_points.txt").write_text("[etlbench.methods]\ncrashing = etlbench_faulty:Crashing\n"
+                                           "raising = etlbench_faulty:Raising\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))  # forget the plugins afterwards
+    monkeypatch.setattr(METHODS, "_entry_points_loaded", False)
+    return tmp_path
+
+
+def test_store_keeps_one_row_per_trial(tmp_path: Path) -> None:
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        run = store.start_run({"name": "x"}, {"cpu": "test"})
+        store.put({"trial_id": "a", "status": "failed", "task": "age", "error": "boom"}, {"k": 1}, run)
+        store.put({"trial_id": "a", "status": "ok", "task": "age", "metric": 5.0, "extra": 1}, {"k": 1}, run)
+        store.put({"trial_id": "b", "status": "infeasible", "task": "gender"}, {"k": 2}, run)
+        assert store.statuses() == {"a": "ok", "b": "infeasible"}
+        df = store.frame()
+        assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS) and "extra" in df.columns
+        assert df.set_index("trial_id").loc["a", "metric"] == 5.0
+        store.finish_run(run, {"wall_seconds": 1.0})
+        assert store.runs()[0]["summary"] == {"wall_seconds": 1.0}
+        csv = pd.read_csv(store.export_csv(tmp_path / "results.csv"))
+        assert len(csv) == 2 and list(csv.columns[: len(COLUMNS)]) == list(COLUMNS)
+
+
+def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_root: None) -> None:
+    out = plugins / "run"
+    marker = plugins / "crashed-once"
+    spec = parse_spec({**TINY, "name": "tiny", "compressions": [4, 5000],
+                       "methods": {"etl": {"probe_samples": 64}, "magnitude": {}, "crashing": {"marker": str(marker)},
+                                   "raising": {}}})
+    summary = run_experiment(spec, out, workers=2, show_progress=False)
+    assert summary.planned == summary.trained == 8 and summary.workers == 2
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == 8 and list(csv.columns[: len(COLUMNS)]) == list(COLUMNS)
+    df = csv.set_index(["method", "compression"])
+    for method in ("etl", "magnitude", "crashing"):  # the crashing worker died once; Ray retried it
+        row = df.loc[(method, 4.0)]
+        assert row["status"] == "ok", row["error"]
+        assert abs(row["compression_achieved"] / 4 - 1) <= 0.1 and row["size_bytes"] < row["baseline_size_bytes"] / 3
+        assert row["latency_ms"] > 0 and row["latency_b4_ms"] > 0 and row["measure_threads"] == 1
+        # the file on disk; the measured copy is an in-memory buffer, whose zip records are named differently
+        assert (out / row["model_file"]).stat().st_size == pytest.approx(row["size_bytes"], rel=0.01)
+    assert marker.exists()
+    # the filter-pruning baselines cannot reach 5000x; ETL can, by cutting the network early
+    assert df.loc[("magnitude", 5000.0), "status"] == df.loc[("crashing", 5000.0), "status"] == "infeasible"
+    assert df.loc[("etl", 5000.0), "status"] == "ok" and df.loc[("etl", 5000.0), "compression_achieved"] > 4500
+    assert (df.loc[("raising", 4.0), "status"], df.loc[("raising", 5000.0), "status"]) == ("failed", "failed")
+    assert "criterion exploded" in df.loc[("raising", 4.0), "error"]
+    with ResultsStore(out / "results.sqlite") as store:
+        failed = store.rows(status="failed")
+        assert "Traceback" in failed[0]["traceback"]
+        env = store.runs()[0]["environment"]
+        assert env["workers"] == 2 and env["threads_per_trial"] == 1 and env["cpu"]
+    assert len(list((out / "cache").glob("etl-probes-*.npz"))) == 1  # ETL's probes: one shared stage
+    assert df.loc[("etl", 4.0), "probe_seconds"] == df.loc[("etl", 5000.0), "probe_seconds"]
+    assert (out / "figures" / "gender-metric-vs-params.png").is_file() and (out / "leaderboard.html").is_file()
+    assert "## gender" in (out / "leaderboard.md").read_text()
+
+    with pytest.raises(RunnerError, match="--resume"):
+        run_experiment(spec, out, show_progress=False)
+    again = run_experiment(spec, out, resume=True, workers=2, show_progress=False)
+    assert (again.skipped, again.trained, again.measured) == (6, 2, 0)  # only the failed trials run again
+    assert again.statuses == {"ok": 4, "infeasible": 2, "failed": 2}
+    assert len(pd.read_csv(out / "results.csv")) == 8
+
+
+def _rows(db: Path) -> dict[str, tuple[str, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        return {tid: (status, row) for tid, status, row in con.execute("SELECT trial_id, status, row FROM trials")}
+
+
+def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no_data_root: None) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({**TINY, "name": "killed", "methods": ["magnitude", "random", "taylor"],
+                                "compressions": [2, 4, 8]}))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "etlbench.cli", "run", "--config", str(spec), "--out", str(out), "--workers", "1",
+           "--no-progress"]
+    driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db, deadline = out / "results.sqlite", time.monotonic() + 300
+    before: dict[str, tuple[str, str]] = {}
+    while time.monotonic() < deadline and len(before) < 2 and driver.poll() is None:
+        time.sleep(0.5)
+        if db.exists():
+            before = _rows(db)
+    assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: Ray's own processes are left to notice
+    driver.wait()
+    time.sleep(2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)  # then clean up whatever of Ray is left in the session
+    stored = _rows(db)
+    assert len(stored) >= 2 and all(s == "trained" for s, _ in stored.values())
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    resumed = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["planned"] == 9 and summary["trained"] == 9 - len(stored) and summary["measured"] == 9
+    after = _rows(db)
+    assert len(after) == 9 and all(s == "ok" for s, _ in after.values())
+    for tid, (_, row) in stored.items():  # what was stored before the kill was kept, not recomputed
+        assert json.loads(after[tid][1])["metric"] == json.loads(row)["metric"]
+        assert json.loads(after[tid][1])["trial_seconds"] == json.loads(row)["trial_seconds"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT COUNT(*), COUNT(DISTINCT trial_id) FROM trials").fetchone() == (9, 9)
+
+
+def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from etlbench.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        tasks: {gender: {dataset: synthetic}}
+        methods: {magnitude: {epsilon: 0.1}}
+        compressions: [4]
+    """))
+    assert main(["run", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "methods.magnitude.epsilon: the method does not take this parameter" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
