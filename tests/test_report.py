@@ -54,6 +54,8 @@ def test_area_under_retention_and_ranks(trials: pd.DataFrame) -> None:
     assert math.isnan(scores.loc["c", "auc_retention"])  # c failed at 8x: no area, no rank
     assert (scores.loc["a", "rank"], scores.loc["b", "rank"]) == (1, 2)
     assert list(overall_ranks(scores.reset_index())["method"]) == ["a", "b"]
+    one_point = method_scores(summarize(trials[trials["compression"] == 2])).set_index("method")
+    assert one_point.loc["c", "auc_retention"] == pytest.approx(0.5)  # a one-point grid: the retention there
 
 
 def test_pareto_front() -> None:

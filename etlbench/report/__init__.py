@@ -18,6 +18,7 @@ import pandas as pd
 from etlbench.runner.store import ResultsStore
 
 FORMATS = ("png", "svg", "pdf")
+_BUDGET = ("epochs", "max_steps", "batch_size", "lr")
 
 
 def load_results(out_dir: str | Path) -> pd.DataFrame:
@@ -35,9 +36,11 @@ def _conditions(out_dir: Path) -> tuple[str, str]:
     if not runs:
         return str(out_dir), ""
     spec, env = runs[-1]["spec"], runs[-1]["environment"]
+    budget = ", ".join(f"{k} {spec.get('recovery', {}).get(k)}" for k in _BUDGET)
     measure = spec.get("measure", {})
     return (f"{spec.get('name', out_dir.name)}: {spec.get('backbone')}",
-            f"Backbone {spec.get('backbone')}, seeds {spec.get('seeds')}, recovery {spec.get('recovery')}; "
+            f"Backbone {spec.get('backbone')}, seeds {spec.get('seeds')}, train subset "
+            f"{spec.get('max_train') or 'all'}, recovery ({budget}); "
             f"{len(runs)} run(s), the last on {env.get('cpu')} ({env.get('usable_cores')} usable cores), torch "
             f"{env.get('torch')}, {env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency "
             f"with {measure.get('threads')} thread(s) at batches {measure.get('batches')}, measured alone.")

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -24,8 +25,7 @@ from etlbench.registry import METHODS
 from etlbench.report.leaderboard import COSTS, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
-_COST_LABELS = {"params": "parameters (log scale)", "macs": "MACs per image (log scale)",
-                "latency": "latency, batch 1 (ms, log scale)"}
+_COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
 _METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg": "MAE (degrees)"}
 
 
@@ -58,8 +58,21 @@ def draw_tradeoff(ax: plt.Axes, summary: pd.DataFrame, trials: pd.DataFrame, cos
     baseline = trials["baseline_metric"].dropna()
     if len(baseline):
         ax.axhline(baseline.mean(), color="0.3", ls="--", lw=1.0, label="transfer baseline")
-    ax.set_xscale("log")
-    ax.set_xlabel(_COST_LABELS[cost])
+    _cost_axis(ax, cost, summary[column].dropna().to_numpy())
+
+
+def _cost_axis(ax: plt.Axes, cost: str, values: np.ndarray) -> None:
+    """Log scale where the costs span more than 3x, plain otherwise; few, readable tick labels."""
+    wide = len(values) > 0 and values.min() > 0 and values.max() / values.min() > 3
+    ax.set_xscale("log" if wide else "linear")
+    if wide:
+        ax.xaxis.set_major_locator(mticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(mticker.MaxNLocator(4))
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.3g}") if cost == "latency"
+                                 else mticker.EngFormatter(sep=""))
+    ax.set_xlabel(_COST_LABELS[cost] + (", log scale" if wide else ""))
 
 
 def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:

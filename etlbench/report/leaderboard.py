@@ -5,8 +5,8 @@
   parameters, MACs and latency with their reductions.
 * :func:`method_scores`: one row per task x method: the area under the retention-versus-log2(compression)
   curve over the task's grid (the target compressions at which any method has a result), normalised by the
-  grid's width, so that it is the mean retention over log-compression; missing where a method lacks a point
-  of the grid (failed or infeasible there), and then unranked.
+  grid's width, so that it is the mean retention over log-compression (on a one-point grid, the retention
+  there); missing where a method lacks a point of the grid (failed or infeasible there), and then unranked.
 * :func:`pareto_front`: whether a point is on the front of retention against a cost (no other point has at
   least its retention at no more cost, one of them strictly).
 """
@@ -56,9 +56,12 @@ def method_scores(summary: pd.DataFrame) -> pd.DataFrame:
         grid = np.sort(grid_rows.dropna(subset=["retention"])["log2_target"].unique())  # where any method got one
         for method, m in grid_rows.groupby("method"):
             points = m.dropna(subset=["retention"]).set_index("log2_target")["retention"]
-            complete = len(grid) >= 2 and set(grid) <= set(points.index)
-            area = float(np.trapezoid(points.loc[grid].to_numpy(), grid) / (grid[-1] - grid[0])) if complete \
-                else float("nan")
+            if len(grid) == 0 or not set(grid) <= set(points.index):
+                area = float("nan")
+            elif len(grid) == 1:
+                area = float(points.loc[grid[0]])
+            else:
+                area = float(np.trapezoid(points.loc[grid].to_numpy(), grid) / (grid[-1] - grid[0]))
             rows.append({"task": task, "method": method, "auc_retention": area, "grid_points": len(grid),
                          "points_ok": int(points.index.isin(grid).sum())})
     scores = pd.DataFrame(rows, columns=["task", "method", "auc_retention", "grid_points", "points_ok"])

@@ -95,7 +95,16 @@ def build(trials: pd.DataFrame) -> dict[str, Any]:
                        else ("", True) for t in tasks},
             "task_tables": {t: task_table(summary, scores, t) for t in tasks},
             "details": {t: detail_table(summary, t) for t in tasks},
-            "references": {t: reference_rows(trials, t) for t in tasks}, "published": published()}
+            "references": {t: reference_rows(trials, t) for t in tasks}, "published": published(),
+            "synthetic": _synthetic_warning(trials)}
+
+
+def _synthetic_warning(trials: pd.DataFrame) -> str:
+    if "synthetic" not in trials or not trials["synthetic"].fillna(False).astype(bool).any():
+        return ""
+    tasks = sorted(trials.loc[trials["synthetic"].fillna(False).astype(bool), "task"].unique())
+    return (f"SYNTHETIC DATA for {', '.join(tasks)}: procedural faces, not a real dataset; these figures test the "
+            "pipeline and are not comparable to published results.")
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -115,7 +124,8 @@ _INTRO = ("Retention is the pruned model's quality over the unpruned transfer ba
 
 
 def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: list[str]) -> str:
-    out = [f"# {title}", "", conditions, "", _INTRO, "", "## Overall: mean rank across tasks", ""]
+    out = [f"# {title}", "", conditions, "", *([f"**{report['synthetic']}**", ""] if report["synthetic"] else []),
+           _INTRO, "", "## Overall: mean rank across tasks", ""]
     out += [markdown_table(report["overall"]) if len(report["overall"]) else "No method has a complete grid yet.", ""]
     for task in report["tasks"]:
         out += [f"## {_heading(task, report['metric'][task])}", ""]
@@ -157,7 +167,9 @@ def _embed(path: Path) -> str:
 
 
 def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[Path]) -> str:
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", f"<p>{html.escape(_INTRO)}</p>",
+    warning = f"<p><strong>{html.escape(report['synthetic'])}</strong></p>" if report["synthetic"] else ""
+    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", warning,
+             f"<p>{html.escape(_INTRO)}</p>",
              "<h2>Overall: mean rank across tasks</h2>", _html_table(report["overall"])]
     pngs = [f for f in figures if f.suffix == ".png"]
     for task in report["tasks"]:
