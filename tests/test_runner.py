@@ -175,6 +175,8 @@ def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no
         assert json.loads(after[tid][1])["trial_seconds"] == json.loads(row)["trial_seconds"]
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*), COUNT(DISTINCT trial_id) FROM trials").fetchone() == (9, 9)
+    print(f"kill-and-resume: {len(stored)} of 9 trials stored before the SIGKILL, {summary['trained']} run on resume "
+          f"(at most the 1 in flight lost), {summary['measured']} measured, 9 rows, no duplicates")
 
 
 def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
