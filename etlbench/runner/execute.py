@@ -231,7 +231,12 @@ def _trial_stage(spec: ExperimentSpec, trials: list[TrialSpec], data: dict[tuple
     started_here = not ray.is_initialized()
     if started_here:
         local = {} if address else {"num_cpus": summary.workers * spec.threads, "include_dashboard": False}
-        ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+        except (ConnectionError, RuntimeError) as err:
+            raise RunnerError(f"cannot {'join the Ray cluster at ' + address if address else 'start a local Ray'}: "
+                              f"{str(err).strip().splitlines()[-1]} (a cluster with token authentication needs its "
+                              f"token in RAY_AUTH_TOKEN or ~/.ray/auth_token)") from err
     summary.ray_start_seconds = time.perf_counter() - start
     try:
         _submit_and_collect(spec, trials, data, store, run_id, cache, models, summary, show, console)
