@@ -90,19 +90,21 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
     return row
 
 
-_LATER_OPTIONS = ("probe_head", "balance_convs")
+# Fields added after baselines were cached ("section.field" for the training budget): absent from the key while
+# at their default, so that cached checkpoints stay valid.
+_LATER_FIELDS = {"backbone_weights": None, "device": "cpu", "train.probe_head": TrainConfig.probe_head,
+                 "train.balance_convs": TrainConfig.balance_convs}
 
 
 def spec_key(spec: TransferSpec) -> str:
     """A short stable hash of everything that determines the baseline."""
     fields = asdict(spec)
     fields["data_root"] = str(data_root(spec.data_root))
-    for name in _LATER_OPTIONS:  # options added after baselines were cached: absent from the key at their default
-        if fields["train"][name] == getattr(TrainConfig, name):
-            del fields["train"][name]
-    for name, default in (("backbone_weights", None), ("device", "cpu")):  # added later, likewise
-        if fields[name] == default:
-            del fields[name]
+    for dotted, default in _LATER_FIELDS.items():
+        *section, name = dotted.split(".")
+        owner = fields[section[0]] if section else fields
+        if owner[name] == default:
+            del owner[name]
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -151,7 +151,7 @@ def prune_context(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None 
     cached under ``cache_dir``/transfer on first use)."""
     torch.set_num_threads(spec.threads)
     setup = _prepare(spec, data)
-    baseline, base_row = cached_transfer(transfer_spec(spec), Path(cache_dir) / "transfer", setup.source, setup.data)
+    baseline, base_row = _cached_baseline(spec, setup, cache_dir)
     ctx = PruneContext(setup.data, setup.source, setup.size, spec.seed, measure.count_params(baseline),
                        measure.count_macs(baseline, setup.size), transfer_model=lambda: baseline,
                        cache_dir=str(cache_dir))
@@ -162,7 +162,10 @@ def load_baseline(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None 
                   ) -> tuple[TaskModel, dict[str, Any]]:
     """The trial's transfer baseline and its row: trained once under ``cache_dir``/transfer, then read."""
     torch.set_num_threads(spec.threads)
-    setup = _prepare(spec, data)
+    return _cached_baseline(spec, _prepare(spec, data), cache_dir)
+
+
+def _cached_baseline(spec: TrialSpec, setup: _Setup, cache_dir: str | Path) -> tuple[TaskModel, dict[str, Any]]:
     return cached_transfer(transfer_spec(spec), Path(cache_dir) / "transfer", setup.source, setup.data)
 
 
@@ -173,12 +176,17 @@ def shared_stage(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None =
     method.shared_stage(ctx)
 
 
+def trial_header(spec: TrialSpec) -> dict[str, Any]:
+    """The columns that identify a trial's row."""
+    return {"trial_id": spec.trial_id(), "task": spec.task, "backbone": spec.backbone, "method": spec.method,
+            "compression": spec.compression, "seed": spec.seed}
+
+
 def train_trial(spec: TrialSpec, cache_dir: str | Path = "runs/cache", data: TaskData | None = None
                 ) -> tuple[dict[str, Any], TaskModel | None]:
     """Prune, recover and evaluate on test: the row (status ``trained``) and the pruned model, or a final row
     (``failed`` with the error, ``infeasible`` with the reason) and ``None``. Measurement comes after."""
-    row: dict[str, Any] = {"trial_id": spec.trial_id(), "task": spec.task, "backbone": spec.backbone,
-                           "method": spec.method, "compression": spec.compression, "seed": spec.seed}
+    row = trial_header(spec)
     try:
         model = _train(spec, cache_dir, data, row)
     except Exception as err:  # one failed trial never ends a sweep: it becomes a row that says why

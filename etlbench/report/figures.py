@@ -22,7 +22,7 @@ import pandas as pd
 import seaborn as sns
 
 from etlbench.registry import METHODS
-from etlbench.report.leaderboard import COSTS, with_pareto
+from etlbench.report.leaderboard import COSTS, summarize, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
@@ -84,8 +84,6 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
                   retention_at: str = "16x") -> list[Path]:
     """Per task one figure per cost, one grid of all tasks x costs, and a bar chart of retention at
     ``retention_at``; returns the files written."""
-    from etlbench.report.leaderboard import summarize
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)

@@ -21,6 +21,7 @@ import platform
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from etlbench.trial import (
     shared_stage,
     train_trial,
     transfer_spec,
+    trial_header,
 )
 
 
@@ -91,22 +93,16 @@ def _shared_key(t: TrialSpec) -> tuple:
 
 
 def _failed_row(t: TrialSpec, err: BaseException) -> dict[str, Any]:
-    return {"trial_id": t.trial_id(), "task": t.task, "backbone": t.backbone, "method": t.method,
-            "compression": t.compression, "seed": t.seed, "status": "failed",
+    return {**trial_header(t), "status": "failed",
             "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
             "traceback": str(err)}
 
 
 # ---- Ray tasks (plain functions; wrapped with ray.remote when a run starts) -------------------------------
-def _baseline_task(t: TrialSpec, data: TaskData, cache: str) -> float:
+def _stage_task(stage: Callable[..., Any], t: TrialSpec, data: TaskData, cache: str, *_deps: float) -> float:
+    """Run a shared stage (``load_baseline`` or ``shared_stage``) after its dependencies; its seconds."""
     start = time.perf_counter()
-    load_baseline(t, cache, data)
-    return time.perf_counter() - start
-
-
-def _shared_task(t: TrialSpec, data: TaskData, cache: str, _baseline: float) -> float:
-    start = time.perf_counter()
-    shared_stage(t, cache, data)
+    stage(t, cache, data)
     return time.perf_counter() - start
 
 
@@ -142,10 +138,9 @@ class _Tracker:
 def environment(workers: int, threads: int, address: str | None) -> dict[str, Any]:
     """The conditions of a run: machine, versions, parallelism."""
     import numpy
-    import torch
 
     return {**measure.machine_info(), "host": socket.gethostname(), "python": platform.python_version(),
-            "torch": torch.__version__, "ray": ray.__version__, "numpy": numpy.__version__,
+            "ray": ray.__version__, "numpy": numpy.__version__,
             "etlbench": code_version(), "workers": workers, "threads_per_trial": threads,
             "ray_address": address or "local"}
 
@@ -218,7 +213,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
         if rows:
             write_report(out)
         summary.wall_seconds = time.perf_counter() - wall
-        store.finish_run(run_id, dataclasses.asdict(summary))
+        store.finish_run(run_id, {k: v for k, v in dataclasses.asdict(summary).items() if k != "out"})  # no paths
     finally:
         store.close()
     return summary
@@ -250,8 +245,7 @@ def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dic
                         console: Console) -> None:
     start = time.perf_counter()
     options = {"num_cpus": spec.threads, "num_gpus": spec.gpus}
-    baseline = ray.remote(_baseline_task).options(**options, max_retries=2)
-    shared = ray.remote(_shared_task).options(**options, max_retries=2)
+    stage = ray.remote(_stage_task).options(**options, max_retries=2)
     trial = ray.remote(_trial_task).options(**options, max_retries=2)
     tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
     data_refs = {k: ray.put(v.portable()) for k, v in data.items() if any(_data_key(t) == k for t in trials)}
@@ -261,12 +255,12 @@ def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dic
     for t in trials:
         d, bkey = data_refs[_data_key(t)], transfer_spec(t)
         if bkey not in base_refs:
-            base_refs[bkey] = baseline.remote(t, d, str(cache))
+            base_refs[bkey] = stage.remote(load_baseline, t, d, str(cache))
         deps = [base_refs[bkey]]
         if _shares(t):
             skey = _shared_key(t)
             if skey not in shared_refs:
-                shared_refs[skey] = shared.remote(t, d, str(cache), base_refs[bkey])
+                shared_refs[skey] = stage.remote(shared_stage, t, d, str(cache), base_refs[bkey])
             deps.append(shared_refs[skey])
         pending[trial.remote(t, d, str(cache), str(models), tracker, *deps)] = t
     failed = returned = 0
