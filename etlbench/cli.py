@@ -124,7 +124,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"etlbench run: no --preset or --config given: running preset {preset!r} "
               f"({'real data under ' + str(data_root(args.data_root)) if preset == 'quick' else 'no data root set'})",
               file=sys.stderr)
-    spec = load_spec(preset, args.config, data_root=args.data_root)
+    spec = load_spec(preset, args.config, data_root=args.data_root, backbone=args.backbone)
     summary = run_experiment(spec, args.out, resume=args.resume, address=args.address, workers=args.workers,
                              measure_now=not args.train_only, show_progress=not args.no_progress)
     return dataclasses.asdict(summary)
@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
     p.add_argument("--workers", type=int, help="trials at once (default: usable cores / threads per trial)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--backbone", help="run the spec on this backbone instead of its own (e.g. mobilefacenet)")
     p.add_argument("--train-only", action="store_true",
                    help="leave the trained models unmeasured, for a later --resume on the machine to report")
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of the live progress bar")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, weights_path
+from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, create_backbone, weights_path
 from etlbench.data import dataset_for_task
 from etlbench.measure import MeasureConfig
 from etlbench.methods import METHODS, method_parameters
@@ -133,6 +133,17 @@ def _check_dataset(task: str, dataset: str | None, root: str | None, source: str
         raise _fail(source, where, f"dataset {name!r} not found: expected the file {spec.path(resolved)}")
 
 
+def _check_backbone(name: str, weights: str | None, source: str) -> None:
+    """Build the backbone once: its weights must be found and load now, not in every trial of the sweep."""
+    try:
+        create_backbone(name, weights)
+    except Exception as err:  # a missing file, or one that is not the backbone's format: report, do not crash
+        where = f" from {weights_path(weights)}" if weights is not None else ""
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _fail(source, "backbone_weights" if weights is not None else "backbone",
+                    f"{name!r} cannot be built{where}: {first_line}") from err
+
+
 def _known(registry: Any, name: str, source: str, where: str) -> None:
     try:
         registry.entry(name)
@@ -155,6 +166,7 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     if weights is not None and not weights_path(weights).is_file():
         raise _fail(source, "backbone_weights", f"weights file {weights_path(weights)} does not exist (a relative "
                                                 f"path is looked up under the models root, $ETLBENCH_MODELS)")
+    _check_backbone(backbone, weights, source)
 
     tasks_raw = raw["tasks"]
     tasks_raw = {t: None for t in tasks_raw} if isinstance(tasks_raw, list) else tasks_raw

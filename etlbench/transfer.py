@@ -100,6 +100,8 @@ def spec_key(spec: TransferSpec) -> str:
     """A short stable hash of everything that determines the baseline."""
     fields = asdict(spec)
     fields["data_root"] = str(data_root(spec.data_root))
+    if spec.dataset == dataset_for_task(create_task(spec.task), spec.data_root):
+        fields["dataset"] = None  # the task's own dataset, named or not, is one baseline
     for dotted, default in _LATER_FIELDS.items():
         *section, name = dotted.split(".")
         owner = fields[section[0]] if section else fields

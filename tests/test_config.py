@@ -8,6 +8,7 @@ import pytest
 
 from etlbench.config import SpecError, load_spec, parse_spec, preset_names
 from etlbench.registry import DATASETS
+from tests.conftest import REPO
 
 VALID = {"tasks": ["gender"], "methods": {"etl": {"epsilon": 0.02}, "magnitude": {}}, "compressions": [4, "auto"]}
 
@@ -42,8 +43,13 @@ def test_paper_preset_needs_vggface_weights(fake_data_root: Path, tmp_path: Path
     with pytest.raises(SpecError, match=r"backbone_weights: weights file .*vgg_face_dag\.pth does not exist"):
         load_spec("paper", data_root=str(fake_data_root))
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "vgg_face_dag.pth").touch()
+    (tmp_path / "models" / "vgg_face_dag.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(SpecError, match=r"backbone_weights: 'vggface16' cannot be built from .*vgg_face_dag\.pth: "):
+        load_spec("paper", data_root=str(fake_data_root))
+    built: list[tuple[str, str]] = []  # real VGG-Face weights are 580 MB: check which file the spec loads
+    monkeypatch.setattr("etlbench.config.create_backbone", lambda name, weights: built.append((name, weights)))
     paper = load_spec("paper", data_root=str(fake_data_root))
+    assert built == [("vggface16", "vgg_face_dag.pth")]
     assert (paper.backbone, paper.input_size, paper.gpus) == ("vggface16", 224, 1.0)
     assert {t.backbone_weights for t in paper.trials()} == {"vgg_face_dag.pth"}
 
@@ -63,6 +69,32 @@ def test_overrides_and_files(tmp_path: Path, fake_data_root: Path) -> None:
     etl = parse_spec(VALID)
     assert [t.compression for t in etl.trials() if t.method == "etl"] == [4.0, None]
     assert [t.compression for t in etl.trials() if t.method == "magnitude"] == [4.0]
+
+
+def test_backbone_override(fake_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = REPO.parent / "shared" / "models"
+    if not (models / "mobilefacenet_casia" / "068.ckpt").is_file():
+        pytest.skip(f"the MobileFaceNet checkpoint is not under {models}")
+    monkeypatch.setenv("ETLBENCH_MODELS", str(models))
+    # `etlbench run --backbone`: the same plan on another network, as other trials
+    quick = load_spec("quick", data_root=str(fake_data_root))
+    mobile = load_spec("quick", data_root=str(fake_data_root), backbone="mobilefacenet")
+    assert {t.backbone for t in mobile.trials()} == {"mobilefacenet"} and len(mobile.trials()) == len(quick.trials())
+    assert not {t.trial_id() for t in mobile.trials()} & {t.trial_id() for t in quick.trials()}
+    with pytest.raises(SpecError, match=r"backbone: Unknown backbone 'mobilefacent'"):
+        load_spec("quick", data_root=str(fake_data_root), backbone="mobilefacent")
+
+
+def test_backbone_weights_are_checked_before_the_run(tmp_path: Path, no_data_root: None,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETLBENCH_MODELS", str(tmp_path))  # no mobilefacenet_casia/068.ckpt there
+    with pytest.raises(SpecError, match=r"preset smoke: backbone: 'mobilefacenet' cannot be built: MobileFaceNet "
+                                        r"checkpoint not found: looked at .*068\.ckpt"):
+        load_spec("smoke", backbone="mobilefacenet")
+    (tmp_path / "broken.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SpecError, match=r"backbone_weights: 'mobilefacenet' cannot be built from .*broken\.ckpt: "
+                                        r"Weights only load failed"):
+        load_spec("smoke", backbone="mobilefacenet", backbone_weights="broken.ckpt")
 
 
 @pytest.mark.parametrize(("change", "message"), [

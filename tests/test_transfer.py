@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from etlbench.data import load_dataset, task_data
 from etlbench.probe import ALPHAS, CS, fit_probe, head_from_probe, linear_probe, probe_strength
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, build_task_model, evaluate
-from etlbench.transfer import TransferSpec, run_transfer
+from etlbench.transfer import TransferSpec, checkpoint_path, run_transfer
 
 TINY = TrainConfig(epochs=1, batch_size=16)
 
@@ -119,3 +120,11 @@ def test_probe_strength_is_chosen_by_cross_validation_then_reused(task_name: str
     most, least = (grid.min(), grid.max()) if task.kind == "classification" else (grid.max(), grid.min())
     norms = {s: np.abs(fit_probe(task, x, y, strength=s)[-1].coef_).sum() for s in (most, least)}
     assert norms[most] < norms[least]
+
+
+def test_baseline_key_names_the_data_not_its_spelling(tmp_path: Path, no_data_root: None) -> None:
+    own = TransferSpec(task="gender", data_root=str(tmp_path))
+    named = replace(own, dataset="utkface")
+    assert checkpoint_path(own, tmp_path) == checkpoint_path(named, tmp_path)
+    assert checkpoint_path(replace(own, dataset="synthetic"), tmp_path) != checkpoint_path(own, tmp_path)
+    assert checkpoint_path(replace(own, seed=1), tmp_path) != checkpoint_path(own, tmp_path)
