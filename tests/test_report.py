@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etlbench.report.leaderboard import ci95, method_scores, overall_ranks, pareto_front, summarize, with_pareto
+from etlbench.report.leaderboard import (
+    ci95,
+    headline,
+    method_scores,
+    overall_ranks,
+    pareto_front,
+    summarize,
+    with_pareto,
+)
 
 
 def _trial(task: str, method: str, compression: float | None, seed: int, retention: float, status: str = "ok",
@@ -58,6 +66,15 @@ def test_area_under_retention_and_ranks(trials: pd.DataFrame) -> None:
     assert one_point.loc["c", "auc_retention"] == pytest.approx(0.5)  # a one-point grid: the retention there
 
 
+def test_headline_is_the_best_at_the_largest_targets(trials: pd.DataFrame) -> None:
+    top = headline(summarize(trials)).set_index("target")
+    assert list(top.index) == ["2x", "8x"]  # 64x has no result (b's is infeasible): not a headline point
+    assert (top.loc["2x", "method"], top.loc["2x", "runner_up"]) == ("a", "b")
+    assert top.loc["8x", "retention"] == pytest.approx(0.75) and top.loc["8x", "runner_up"] == "a"
+    assert top.loc["8x", "methods_compared"] == 2  # c failed at 8x
+    assert list(headline(summarize(trials), largest=1)["target"]) == ["8x"]
+
+
 def test_pareto_front() -> None:
     quality = np.array([0.9, 0.8, 0.85, 0.7, np.nan])
     cost = np.array([10.0, 5.0, 10.0, 5.0, 1.0])
@@ -93,6 +110,8 @@ def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) ->
     md = (tmp_path / "leaderboard.md").read_text()
     assert "failed" in md and "infeasible" in md and "frozen linear probe" in md and "7.8" in md
     assert "VISAPP 2022" in md and "not measured here" in md
+    assert "| age | 8x | b | 0.750 ± 0.025 | a | 0.700 |" in md  # the headline, with the runner-up
+    assert "| age | a |  | 50.0% | 40.0% | 30.0% |  | 0.950 |" in md  # a's budget-free point (no achieved x given)
     page = (tmp_path / "leaderboard.html").read_text()
     assert "data:image/png;base64," in page and "<script>" in page and "src=\"http" not in page
     board = pd.read_csv(tmp_path / "leaderboard.csv")

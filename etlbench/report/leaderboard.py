@@ -7,6 +7,8 @@
   curve over the task's grid (the target compressions at which any method has a result), normalised by the
   grid's width, so that it is the mean retention over log-compression (on a one-point grid, the retention
   there); missing where a method lacks a point of the grid (failed or infeasible there), and then unranked.
+* :func:`headline`: per task, at its largest target compressions, the method with the highest mean retention
+  and the runner-up.
 * :func:`pareto_front`: whether a point is on the front of retention against a cost (no other point has at
   least its retention at no more cost, one of them strictly).
 """
@@ -74,6 +76,23 @@ def overall_ranks(scores: pd.DataFrame) -> pd.DataFrame:
     ranked = scores.dropna(subset=["rank"])
     return (ranked.groupby("method")["rank"].agg(["mean", "count"])
             .rename(columns={"mean": "mean_rank", "count": "tasks_ranked"}).sort_values("mean_rank").reset_index())
+
+
+def headline(summary: pd.DataFrame, largest: int = 2) -> pd.DataFrame:
+    """Per task, at each of its ``largest`` target compressions: the best method by mean retention, with its
+    reductions, and the runner-up (ties go to the method first in name order)."""
+    points = summary[(summary["target"] != "auto") & summary["retention"].notna()]
+    rows = []
+    for _, part in points.groupby("task"):
+        for log2 in np.sort(part["log2_target"].unique())[-largest:]:
+            ranked = part[part["log2_target"] == log2].sort_values(["retention", "method"], ascending=[False, True])
+            best = ranked.iloc[0].to_dict()
+            second = ranked.iloc[1] if len(ranked) > 1 else None
+            best.update(runner_up=None if second is None else second["method"],
+                        runner_up_retention=np.nan if second is None else second["retention"],
+                        methods_compared=len(ranked))
+            rows.append(best)
+    return pd.DataFrame(rows)
 
 
 def pareto_front(quality: np.ndarray, cost: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from etlbench.report.leaderboard import method_scores, overall_ranks, summarize, with_pareto
+from etlbench.report.leaderboard import headline, method_scores, overall_ranks, summarize, with_pareto
 
 
 def published() -> list[dict[str, Any]]:
@@ -27,14 +27,18 @@ def published() -> list[dict[str, Any]]:
     return yaml.safe_load(resources.files("etlbench.report").joinpath("published.yaml").read_text())
 
 
+def _num(x: float, spec: str = ".4g") -> str:
+    return "" if pd.isna(x) else format(x, spec)
+
+
 def _pct(x: float) -> str:
-    return "" if pd.isna(x) else f"{x:.1%}"
+    return _num(x, ".1%")
 
 
 def _point(row: pd.Series) -> str:
     if row["n_ok"] == 0:
         return "failed" if row["n_failed"] else ("infeasible" if row["n_infeasible"] else "")
-    text = f"{row['retention']:.3f}" + ("" if pd.isna(row["retention_ci95"]) else f" ± {row['retention_ci95']:.3f}")
+    text = _retention(row["retention"], row["retention_ci95"])
     lost = [f"{int(row[c])} {c[2:]}" for c in ("n_failed", "n_infeasible") if row[c]]
     return text + (f" ({', '.join(lost)})" if lost else "")
 
@@ -51,7 +55,7 @@ def task_table(summary: pd.DataFrame, scores: pd.DataFrame, task: str) -> pd.Dat
     s = scores[scores["task"] == task].set_index("method")
     table.insert(0, "rank", s["rank"].reindex(table.index))
     table.insert(1, "AUC retention", s["auc_retention"].reindex(table.index).map(
-        lambda v: "" if pd.isna(v) else f"{v:.3f}"))
+        lambda v: _num(v, ".3f")))
     table = table.sort_values("rank", na_position="last")
     table["rank"] = table["rank"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
     return table.reset_index().fillna("")
@@ -65,12 +69,42 @@ def detail_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
         "method": part["method"], "target": part["target"], "ok/failed/infeasible": part.apply(
             lambda r: f"{r['n_ok']}/{r['n_failed']}/{r['n_infeasible']}", axis=1),
         "retention": part.apply(_point, axis=1),
-        "metric": part["metric"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
-        "achieved x": part["compression_achieved"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}"),
+        "metric": part["metric"].map(_num), "achieved x": part["compression_achieved"].map(lambda v: _num(v, ".2f")),
         "params red.": part["params_reduction"].map(_pct), "MACs red.": part["macs_reduction"].map(_pct),
         "latency red. b1": part["latency_reduction"].map(_pct),
         "latency red. b32": part.get("latency_b32_reduction", pd.Series(np.nan, index=part.index)).map(_pct),
         "Pareto (P/M/L)": pareto}).reset_index(drop=True)
+
+
+def _retention(value: float, ci: float) -> str:
+    return f"{value:.3f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}")
+
+
+def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """The best method per task at its two largest targets, with the runner-up to judge the margin."""
+    top = headline(summary)
+    if top.empty:
+        return top
+    return pd.DataFrame({
+        "task": top["task"], "target": top["target"], "best": top["method"],
+        "retention": [_retention(v, c) for v, c in zip(top["retention"], top["retention_ci95"], strict=True)],
+        "runner-up": top["runner_up"].fillna(""),
+        "its retention": top["runner_up_retention"].map(lambda v: _num(v, ".3f")),
+        "params red.": top["params_reduction"].map(_pct), "latency red. b1": top["latency_reduction"].map(_pct),
+        "latency red. b32": top["latency_b32_reduction"].map(_pct)})
+
+
+def operating_points(summary: pd.DataFrame) -> pd.DataFrame:
+    """The budget-free points (target ``auto``: the method chose its own compression, e.g. ETL's epsilon)."""
+    auto = summary[(summary["target"] == "auto") & (summary["n_ok"] > 0)]
+    return pd.DataFrame({
+        "task": auto["task"], "method": auto["method"],
+        "achieved x": auto["compression_achieved"].map(lambda v: _num(v, ".1f")),
+        "params red.": auto["params_reduction"].map(_pct), "MACs red.": auto["macs_reduction"].map(_pct),
+        "latency red. b1": auto["latency_reduction"].map(_pct),
+        "latency red. b32": auto["latency_b32_reduction"].map(_pct),
+        "retention": [_retention(v, c) for v, c in zip(auto["retention"], auto["retention_ci95"], strict=True)],
+    }).reset_index(drop=True)
 
 
 def reference_rows(trials: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -93,6 +127,7 @@ def build(trials: pd.DataFrame) -> dict[str, Any]:
     return {"summary": summary, "scores": scores, "overall": overall_ranks(scores), "tasks": tasks,
             "metric": {t: (meta.loc[t, "metric_name"], bool(meta.loc[t, "higher_is_better"])) if t in meta.index
                        else ("", True) for t in tasks},
+            "headline": headline_table(summary), "operating_points": operating_points(summary),
             "task_tables": {t: task_table(summary, scores, t) for t in tasks},
             "details": {t: detail_table(summary, t) for t in tasks},
             "references": {t: reference_rows(trials, t) for t in tasks}, "published": published(),
@@ -127,6 +162,9 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
     out = [f"# {title}", "", conditions, "", *([f"**{report['synthetic']}**", ""] if report["synthetic"] else []),
            _INTRO, "", "## Overall: mean rank across tasks", ""]
     out += [markdown_table(report["overall"]) if len(report["overall"]) else "No method has a complete grid yet.", ""]
+    for heading, key in _SUMMARIES:
+        if len(report[key]):
+            out += [f"## {heading}", "", markdown_table(report[key]), ""]
     for task in report["tasks"]:
         out += [f"## {_heading(task, report['metric'][task])}", ""]
         if len(report["references"][task]):
@@ -139,6 +177,9 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
             markdown_table(_published(report)), ""]
     return "\n".join(out)
 
+
+_SUMMARIES = (("Headline: the best method at the largest compressions", "headline"),
+              ("Budget-free operating points (the method chose its compression)", "operating_points"))
 
 _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
@@ -171,6 +212,8 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
     parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", warning,
              f"<p>{html.escape(_INTRO)}</p>",
              "<h2>Overall: mean rank across tasks</h2>", _html_table(report["overall"])]
+    parts += [f"<h2>{html.escape(heading)}</h2>{_html_table(report[key])}" for heading, key in _SUMMARIES
+              if len(report[key])]
     pngs = [f for f in figures if f.suffix == ".png"]
     for task in report["tasks"]:
         parts += [f"<h2>{html.escape(_heading(task, report['metric'][task]))}</h2>",
