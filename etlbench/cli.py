@@ -18,6 +18,7 @@ from etlbench.measure import MeasureConfig
 from etlbench.methods import ConfigError
 from etlbench.paths import data_root
 from etlbench.registry import METHODS, TASKS, UnknownNameError
+from etlbench.report import ReportError
 from etlbench.runner.store import RunnerError
 from etlbench.tasks import LabelError, create_task
 from etlbench.train import TrainConfig, TrainingError
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.run(args)
     except (UnknownNameError, DatasetError, LabelError, TrainingError, ConfigError, FileNotFoundError, SpecError,
-            RunnerError) as err:
+            RunnerError, ReportError) as err:
         print(f"etlbench: error: {err}", file=sys.stderr)
         return 2
     if args.json:

@@ -118,3 +118,15 @@ def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) ->
     assert {"retention", "retention_ci95", "auc_retention", "rank", "pareto_params"} <= set(board.columns)
     assert main(["report", str(tmp_path), "--figures-only", "--format", "pdf"]) == 0
     assert (tmp_path / "figures" / "age-metric-vs-latency.pdf").is_file()
+
+
+def test_report_of_an_empty_database_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from etlbench.cli import main
+    from etlbench.runner.store import ResultsStore
+
+    with ResultsStore(tmp_path / "results.sqlite"):
+        pass
+    assert main(["report", str(tmp_path)]) == 2
+    assert "results.sqlite: no trials stored yet, nothing to report" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "no results database" in capsys.readouterr().err

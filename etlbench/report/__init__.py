@@ -18,6 +18,10 @@ import pandas as pd
 from etlbench.runner.store import ResultsStore
 
 FORMATS = ("png", "svg", "pdf")
+
+
+class ReportError(ValueError):
+    """A results folder that cannot be reported on; the message names it and says why."""
 _BUDGET = ("epochs", "max_steps", "batch_size", "lr")
 
 
@@ -56,6 +60,8 @@ def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = Tr
     start = time.perf_counter()
     out_dir = Path(out_dir)
     trials = load_results(out_dir)
+    if trials.empty:
+        raise ReportError(f"{out_dir / 'results.sqlite'}: no trials stored yet, nothing to report")
     title, conditions = _conditions(out_dir)
     written: list[Path] = []
     figure_files = write_figures(trials, out_dir / "figures", formats=tuple(set(formats) | {"png"})) \
