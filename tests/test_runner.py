@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -191,3 +192,17 @@ def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pyte
     assert main(["run", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "methods.magnitude.epsilon: the method does not take this parameter" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from etlbench.cli import main
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--address", f"127.0.0.1:{port}"]) == 2
+    # checked before anything else (ray.init itself would retry for minutes, then fail with another message)
+    assert f"--address 127.0.0.1:{port}: nothing answers there" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--address", "head-node"]) == 2
+    assert "expected HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err

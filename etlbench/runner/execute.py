@@ -163,6 +163,20 @@ def _row_line(row: dict[str, Any]) -> str:
     return f"{head}: {quality} in {row.get('trial_seconds', 0):.0f} s"
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """A cluster address must answer now: ``ray.init`` would retry it for minutes before giving up."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RunnerError(f"--address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise RunnerError(f"--address {address}: nothing answers there ({err}); is the cluster's head started "
+                          f"(`ray start --head`), and is this its GCS address?") from err
+
+
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
                    workers: int | None = None, measure_now: bool = True, show_progress: bool = True,
                    console: Console | None = None) -> RunSummary:
@@ -171,6 +185,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
     ``measure_now=False`` leaves the trained models unmeasured (status ``trained``) for a later ``resume``, e.g.
     on the machine whose latency the results should report."""
     wall = time.perf_counter()
+    check_address(address)
     console = console or Console(stderr=True, soft_wrap=True)
     out = Path(out)
     cache, models = out / "cache", out / "models"
