@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import etlbench
 from etlbench.config import parse_spec
 from etlbench.registry import METHODS
 from etlbench.runner.execute import run_experiment
@@ -206,3 +208,19 @@ def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path, capsys: 
     assert not (tmp_path / "o").exists()
     assert main(["run", "--preset", "smoke", "--out", str(tmp_path / "o"), "--address", "head-node"]) == 2
     assert "expected HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err
+
+
+def test_workers_running_other_code_than_the_driver_fail_their_trials(tmp_path: Path, no_data_root: None) -> None:
+    # A Ray worker puts the driver's working directory first on its path: an edited etlbench/ there shadows the
+    # package the driver imported, and its rows would carry trial ids of other code.
+    shadow = tmp_path / "etlbench"
+    shutil.copytree(Path(etlbench.__file__).parent, shadow, ignore=shutil.ignore_patterns("__pycache__"))
+    (shadow / "trial.py").write_text((shadow / "trial.py").read_text() + "\n# edited after the driver started\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps({**TINY, "name": "shadowed", "methods": ["random"], "compressions": [2]}))
+    script = Path(sys.executable).parent / "etlbench"  # the console script: its folder, not the cwd, is sys.path[0]
+    result = subprocess.run([str(script), "run", "--config", str(spec), "--out", str(tmp_path / "run"), "--json",
+                             "--no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["statuses"] == {"failed": 1}
+    assert "this Ray worker runs etlbench" in result.stderr and f"from {shadow}" in result.stderr

@@ -99,14 +99,29 @@ def _failed_row(t: TrialSpec, err: BaseException) -> dict[str, Any]:
 
 
 # ---- Ray tasks (plain functions; wrapped with ray.remote when a run starts) -------------------------------
-def _stage_task(stage: Callable[..., Any], t: TrialSpec, data: TaskData, cache: str, *_deps: float) -> float:
+def check_code(driver_code: str) -> None:
+    """A worker must run the driver's code: trial ids include the code version, and results of other code would
+    be stored as this experiment's. (A Ray worker puts the driver's working directory first on its path, so a
+    checkout there shadows the package the driver imported; a cluster node may have another version installed.)"""
+    import etlbench
+
+    if code_version() != driver_code:
+        raise RunnerError(f"this Ray worker runs etlbench {code_version()} from {Path(etlbench.__file__).parent}, "
+                          f"the driver {driver_code}: every node must import the driver's etlbench (start the "
+                          f"driver where its working directory does not hold another etlbench/ folder)")
+
+
+def _stage_task(stage: Callable[..., Any], t: TrialSpec, data: TaskData, cache: str, code: str, *_deps: float) -> float:
     """Run a shared stage (``load_baseline`` or ``shared_stage``) after its dependencies; its seconds."""
+    check_code(code)
     start = time.perf_counter()
     stage(t, cache, data)
     return time.perf_counter() - start
 
 
-def _trial_task(t: TrialSpec, data: TaskData, cache: str, models: str, tracker: Any, *_deps: float) -> dict[str, Any]:
+def _trial_task(t: TrialSpec, data: TaskData, cache: str, models: str, tracker: Any, code: str,
+                *_deps: float) -> dict[str, Any]:
+    check_code(code)
     tracker.started.remote(t.trial_id())
     start = time.perf_counter()
     row, model = train_trial(t, cache, data)
@@ -263,6 +278,7 @@ def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dic
     stage = ray.remote(_stage_task).options(**options, max_retries=2)
     trial = ray.remote(_trial_task).options(**options, max_retries=2)
     tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
+    code = code_version()
     data_refs = {k: ray.put(v.portable()) for k, v in data.items() if any(_data_key(t) == k for t in trials)}
     base_refs: dict[Any, ray.ObjectRef] = {}
     shared_refs: dict[tuple, ray.ObjectRef] = {}
@@ -270,14 +286,14 @@ def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dic
     for t in trials:
         d, bkey = data_refs[_data_key(t)], transfer_spec(t)
         if bkey not in base_refs:
-            base_refs[bkey] = stage.remote(load_baseline, t, d, str(cache))
+            base_refs[bkey] = stage.remote(load_baseline, t, d, str(cache), code)
         deps = [base_refs[bkey]]
         if _shares(t):
             skey = _shared_key(t)
             if skey not in shared_refs:
-                shared_refs[skey] = stage.remote(shared_stage, t, d, str(cache), base_refs[bkey])
+                shared_refs[skey] = stage.remote(shared_stage, t, d, str(cache), code, base_refs[bkey])
             deps.append(shared_refs[skey])
-        pending[trial.remote(t, d, str(cache), str(models), tracker, *deps)] = t
+        pending[trial.remote(t, d, str(cache), str(models), tracker, code, *deps)] = t
     failed = returned = 0
     progress = _progress(show, console)
     with progress:
