@@ -227,6 +227,38 @@ def _load_average() -> float:
         return -1.0
 
 
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat (Linux), else None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(interval: float = 1.0) -> float:
+    """How many cores were busy (all processes) over the next ``interval`` seconds; NaN where unknown."""
+    first = _cpu_times()
+    time.sleep(interval)
+    second = _cpu_times()
+    if first is None or second is None or second[1] == first[1]:
+        return float("nan")
+    return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
+
+
+def wait_until_idle(threshold: float = 0.25, max_wait: float = 120.0) -> tuple[float, float]:
+    """Wait until the machine is idle (fewer than ``threshold`` cores busy over one second), at most ``max_wait``
+    seconds, so that a latency is not measured beside other work (e.g. a Ray cluster still shutting down). Returns
+    (seconds waited, busy cores in the last second): the caller reports a machine that never became idle."""
+    start = time.perf_counter()
+    busy = busy_cores()
+    while not busy < threshold and time.perf_counter() - start < max_wait and busy == busy:  # NaN: unknown, go on
+        busy = busy_cores()
+    return time.perf_counter() - start, busy
+
+
 def _usable_cores() -> int:
     """Logical cores this process may run on (its CPU affinity), else all logical cores."""
     try:
@@ -243,17 +275,20 @@ def machine_info() -> dict[str, str | int]:
 
 @dataclass(frozen=True)
 class MeasureConfig:
-    """The measurement conditions of an experiment: torch threads, batch sizes, timed calls per round, and the
-    most seconds of timed calls per batch size (see :func:`measure_latency`)."""
+    """The measurement conditions of an experiment: torch threads, batch sizes, timed calls per round, the
+    most seconds of timed calls per batch size (see :func:`measure_latency`), and the most seconds to wait for an
+    idle machine before a run's measurements (see :func:`wait_until_idle`)."""
 
     threads: int = 1
     batches: tuple[int, ...] = (1, 32)
     repeats: int = 30
     max_seconds: float = 10.0
+    idle_wait: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1:
-            raise ValueError(f"measurement needs threads >= 1, repeats >= 2 and batch sizes >= 1; got {self}")
+        if self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1 or self.idle_wait < 0:
+            raise ValueError(f"measurement needs threads >= 1, repeats >= 2, batch sizes >= 1 and idle_wait >= 0; "
+                             f"got {self}")
 
 
 def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, batches: Sequence[int] = (1, 32),

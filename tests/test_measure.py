@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -167,3 +173,20 @@ def test_steady_allocator_is_applied_once_and_reported() -> None:
     assert steady_allocator() is steady_allocator()
     if platform.libc_ver()[0] == "glibc":
         assert steady_allocator() == "glibc-keep-1GiB"
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="CPU accounting from /proc/stat (Linux)")
+def test_busy_cores_sees_a_spinning_process_and_waiting_gives_up() -> None:
+    from etlbench.measure import busy_cores, wait_until_idle
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert busy_cores() >= 0.8  # the spinner alone keeps one core busy
+        waited, busy = wait_until_idle(threshold=0.0, max_wait=2.0)  # never idle enough: gives up, says how busy
+        assert waited >= 2.0 and busy >= 0.8
+    finally:
+        spinner.kill()
+        spinner.wait()
+    waited, busy = wait_until_idle(threshold=float(os.cpu_count() or 1) + 1, max_wait=10.0)  # any load is idle
+    assert waited < 10.0 and busy >= 0.0  # idle at the first sample: no waiting to the limit

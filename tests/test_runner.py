@@ -26,7 +26,7 @@ from etlbench.runner.store import COLUMNS, ResultsStore, RunnerError
 
 TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
         "transfer": {"epochs": 1, "batch_size": 16}, "recovery": {"max_steps": 2, "batch_size": 16},
-        "measure": {"threads": 1, "batches": [1, 4], "repeats": 5, "max_seconds": 0.5}}
+        "measure": {"threads": 1, "batches": [1, 4], "repeats": 5, "max_seconds": 0.5, "idle_wait": 5}}
 
 PLUGIN = '''
 """Test plugins, installed through the entry-point group like any third-party package."""

@@ -50,6 +50,8 @@ from etlbench.trial import (
     trial_header,
 )
 
+IDLE_CORES = 0.25  # measurement starts once fewer cores than this are busy (or after the spec's measure.idle_wait)
+
 
 @dataclasses.dataclass
 class RunSummary:
@@ -72,6 +74,8 @@ class RunSummary:
     shared_busy_seconds: float = 0.0
     store_seconds: float = 0.0  # writing rows to the database
     return_latency_seconds: float = 0.0  # mean time from a trial's end in its worker to its row being stored
+    idle_wait_seconds: float = 0.0  # waited before measuring, for the machine to become idle
+    busy_cores_before_measure: float = float("nan")  # cores busy (all processes) just before measuring
 
 
 def _spec_dict(t: TrialSpec) -> dict[str, Any]:
@@ -332,6 +336,13 @@ def _measure_stage(trials: list[TrialSpec], store: ResultsStore, run_id: int, ou
                    summary: RunSummary, show: bool, console: Console) -> None:
     """Measure the transfer baselines once each, then every trained model, one at a time in this process."""
     start = time.perf_counter()
+    if trials:
+        summary.idle_wait_seconds, summary.busy_cores_before_measure = measure.wait_until_idle(
+            IDLE_CORES, max_wait=trials[0].measure.idle_wait)
+        if not summary.busy_cores_before_measure < IDLE_CORES:
+            console.print(f"warning: {summary.busy_cores_before_measure:.2f} cores still busy after waiting "
+                          f"{summary.idle_wait_seconds:.0f} s for an idle machine: latencies are measured beside "
+                          f"other work")
     baselines: dict[Any, dict[str, Any]] = {}
     rows = {r["trial_id"]: r for r in store.rows(ids=[t.trial_id() for t in trials])}
     progress = _progress(show, console)
@@ -364,7 +375,8 @@ def run_summary_lines(summary: RunSummary) -> list[str]:
         f"results: {summary.out}/results.sqlite, results.csv, leaderboard.md; statuses {summary.statuses}",
         f"wall {summary.wall_seconds:.0f} s = checks {summary.check_seconds:.0f} s + Ray start "
         f"{summary.ray_start_seconds:.0f} s + shared stages and trials {summary.trial_stage_seconds:.0f} s + "
-        f"measurement {summary.measure_seconds:.0f} s",
+        f"measurement {summary.measure_seconds:.0f} s (of it {summary.idle_wait_seconds:.0f} s waiting for an idle "
+        f"machine; then {summary.busy_cores_before_measure:.2f} cores busy)",
         f"trials: {summary.trained} run ({summary.trial_busy_seconds / n:.1f} s each on average), "
         f"{summary.skipped} skipped as done, {summary.measured} measured; shared stages "
         f"{summary.shared_busy_seconds:.0f} s of work",
