@@ -248,13 +248,16 @@ def busy_cores(interval: float = 1.0) -> float:
     return (second[0] - first[0]) / (second[1] - first[1]) * (os.cpu_count() or 1)
 
 
-def wait_until_idle(threshold: float = 0.25, max_wait: float = 120.0) -> tuple[float, float]:
+IDLE_CORES = 0.25  # fewer busy cores than this: the machine is idle enough to measure latency
+
+
+def wait_until_idle(threshold: float = IDLE_CORES, max_wait: float = 120.0) -> tuple[float, float]:
     """Wait until the machine is idle (fewer than ``threshold`` cores busy over one second), at most ``max_wait``
     seconds, so that a latency is not measured beside other work (e.g. a Ray cluster still shutting down). Returns
     (seconds waited, busy cores in the last second): the caller reports a machine that never became idle."""
     start = time.perf_counter()
     busy = busy_cores()
-    while not busy < threshold and time.perf_counter() - start < max_wait and busy == busy:  # NaN: unknown, go on
+    while busy >= threshold and time.perf_counter() - start < max_wait:  # NaN (unknown) does not wait
         busy = busy_cores()
     return time.perf_counter() - start, busy
 

@@ -18,11 +18,11 @@ import pandas as pd
 from etlbench.runner.store import ResultsStore
 
 FORMATS = ("png", "svg", "pdf")
+_BUDGET = ("epochs", "max_steps", "batch_size", "lr")
 
 
 class ReportError(ValueError):
     """A results folder that cannot be reported on; the message names it and says why."""
-_BUDGET = ("epochs", "max_steps", "batch_size", "lr")
 
 
 def load_results(out_dir: str | Path) -> pd.DataFrame:

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -70,14 +69,24 @@ def detail_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
             lambda r: f"{r['n_ok']}/{r['n_failed']}/{r['n_infeasible']}", axis=1),
         "retention": part.apply(_point, axis=1),
         "metric": part["metric"].map(_num), "achieved x": part["compression_achieved"].map(lambda v: _num(v, ".2f")),
-        "params red.": part["params_reduction"].map(_pct), "MACs red.": part["macs_reduction"].map(_pct),
-        "latency red. b1": part["latency_reduction"].map(_pct),
-        "latency red. b32": part.get("latency_b32_reduction", pd.Series(np.nan, index=part.index)).map(_pct),
-        "Pareto (P/M/L)": pareto}).reset_index(drop=True)
+        **_reductions(part), "Pareto (P/M/L)": pareto}).reset_index(drop=True)
 
 
 def _retention(value: float, ci: float) -> str:
     return f"{value:.3f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}")
+
+
+def _retentions(points: pd.DataFrame) -> list[str]:
+    return [_retention(v, c) for v, c in zip(points["retention"], points["retention_ci95"], strict=True)]
+
+
+_REDUCTIONS = {"params red.": "params_reduction", "MACs red.": "macs_reduction",
+               "latency red. b1": "latency_reduction", "latency red. b32": "latency_b32_reduction"}
+
+
+def _reductions(points: pd.DataFrame, labels: tuple[str, ...] = tuple(_REDUCTIONS)) -> dict[str, pd.Series]:
+    """The reduction columns of ``summarize`` (a NaN column when nothing was measured), as percentages."""
+    return {label: points[_REDUCTIONS[label]].map(_pct) for label in labels}
 
 
 def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -87,11 +96,9 @@ def headline_table(summary: pd.DataFrame) -> pd.DataFrame:
         return top
     return pd.DataFrame({
         "task": top["task"], "target": top["target"], "best": top["method"],
-        "retention": [_retention(v, c) for v, c in zip(top["retention"], top["retention_ci95"], strict=True)],
-        "runner-up": top["runner_up"].fillna(""),
+        "retention": _retentions(top), "runner-up": top["runner_up"].fillna(""),
         "its retention": top["runner_up_retention"].map(lambda v: _num(v, ".3f")),
-        "params red.": top["params_reduction"].map(_pct), "latency red. b1": top["latency_reduction"].map(_pct),
-        "latency red. b32": top["latency_b32_reduction"].map(_pct)})
+        **_reductions(top, ("params red.", "latency red. b1", "latency red. b32"))})
 
 
 def operating_points(summary: pd.DataFrame) -> pd.DataFrame:
@@ -99,12 +106,8 @@ def operating_points(summary: pd.DataFrame) -> pd.DataFrame:
     auto = summary[(summary["target"] == "auto") & (summary["n_ok"] > 0)]
     return pd.DataFrame({
         "task": auto["task"], "method": auto["method"],
-        "achieved x": auto["compression_achieved"].map(lambda v: _num(v, ".1f")),
-        "params red.": auto["params_reduction"].map(_pct), "MACs red.": auto["macs_reduction"].map(_pct),
-        "latency red. b1": auto["latency_reduction"].map(_pct),
-        "latency red. b32": auto["latency_b32_reduction"].map(_pct),
-        "retention": [_retention(v, c) for v, c in zip(auto["retention"], auto["retention_ci95"], strict=True)],
-    }).reset_index(drop=True)
+        "achieved x": auto["compression_achieved"].map(lambda v: _num(v, ".1f")), **_reductions(auto),
+        "retention": _retentions(auto)}).reset_index(drop=True)
 
 
 def reference_rows(trials: pd.DataFrame, task: str) -> pd.DataFrame:

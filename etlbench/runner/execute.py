@@ -29,6 +29,7 @@ import ray
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+import etlbench
 from etlbench import code_version, measure
 from etlbench.config import ExperimentSpec
 from etlbench.data import TaskData
@@ -49,8 +50,6 @@ from etlbench.trial import (
     transfer_spec,
     trial_header,
 )
-
-IDLE_CORES = 0.25  # measurement starts once fewer cores than this are busy (or after the spec's measure.idle_wait)
 
 
 @dataclasses.dataclass
@@ -107,8 +106,6 @@ def check_code(driver_code: str) -> None:
     """A worker must run the driver's code: trial ids include the code version, and results of other code would
     be stored as this experiment's. (A Ray worker puts the driver's working directory first on its path, so a
     checkout there shadows the package the driver imported; a cluster node may have another version installed.)"""
-    import etlbench
-
     if code_version() != driver_code:
         raise RunnerError(f"this Ray worker runs etlbench {code_version()} from {Path(etlbench.__file__).parent}, "
                           f"the driver {driver_code}: every node must import the driver's etlbench (start the "
@@ -338,8 +335,8 @@ def _measure_stage(trials: list[TrialSpec], store: ResultsStore, run_id: int, ou
     start = time.perf_counter()
     if trials:
         summary.idle_wait_seconds, summary.busy_cores_before_measure = measure.wait_until_idle(
-            IDLE_CORES, max_wait=trials[0].measure.idle_wait)
-        if not summary.busy_cores_before_measure < IDLE_CORES:
+            max_wait=trials[0].measure.idle_wait)
+        if not summary.busy_cores_before_measure < measure.IDLE_CORES:
             console.print(f"warning: {summary.busy_cores_before_measure:.2f} cores still busy after waiting "
                           f"{summary.idle_wait_seconds:.0f} s for an idle machine: latencies are measured beside "
                           f"other work")
