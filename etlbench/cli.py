@@ -1,4 +1,9 @@
-"""The ``etlbench`` command (design.md): list plugins and datasets, train transfer baselines."""
+"""etlbench: a benchmark of filter-pruning methods for efficient transfer learning on face tasks.
+
+Commands: list the plugins and datasets, train a transfer baseline, run one pruning trial, run an experiment
+on Ray into a results database, and report on one. Each command imports only what it needs (``report`` does
+not import torch), and every error of the input is one line: ``etlbench: error: ...``.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +11,20 @@ import argparse
 import dataclasses
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
-import yaml
-
-from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE
-from etlbench.config import SpecError
-from etlbench.data import DATASETS, DatasetError, load_dataset
-from etlbench.measure import MeasureConfig
-from etlbench.methods import ConfigError
+from etlbench.errors import ConfigError, EtlbenchError
 from etlbench.paths import data_root
-from etlbench.registry import METHODS, TASKS, UnknownNameError
-from etlbench.report import ReportError
-from etlbench.runner.store import RunnerError
-from etlbench.tasks import LabelError, create_task
-from etlbench.train import TrainConfig, TrainingError
 
-REGISTRIES = {"backbones": BACKBONES, "tasks": TASKS, "datasets": DATASETS, "methods": METHODS}
+KINDS = ("backbones", "datasets", "methods", "tasks")
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
-    registry = REGISTRIES[args.kind]
+    from etlbench.data import DATASETS, DatasetError, load_dataset
+    from etlbench.registry import BACKBONES, METHODS, TASKS
+    from etlbench.tasks import create_task
+
+    registry = {"backbones": BACKBONES, "tasks": TASKS, "datasets": DATASETS, "methods": METHODS}[args.kind]
     rows = {name: {"description": desc} for name, desc in registry.describe().items()}
     if args.kind == "tasks":
         for name in rows:
@@ -61,14 +58,33 @@ def _print_list(rows: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {row['description']}{extra}")
 
 
-def _transfer(args: argparse.Namespace) -> dict[str, Any]:
-    from etlbench.transfer import TransferSpec, run_transfer
+def _train_config(**given: Any) -> Any:
+    """A training budget: the options given on the command line, the defaults of TrainConfig for the rest."""
+    from etlbench.train import TrainConfig
 
-    spec = TransferSpec(task=args.task, backbone=args.backbone, backbone_weights=args.backbone_weights,
-                        dataset=args.dataset, data_root=args.data_root,
-                        input_size=args.input_size, max_train=args.max_train, seed=args.seed,
-                        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
-    return run_transfer(spec, out_dir=args.out, threads=args.threads)
+    return TrainConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _setting(args: argparse.Namespace, train: Any) -> Any:
+    """The resolved transfer spec (setting) that ``transfer`` and ``prune`` share; bad data fails here."""
+    from etlbench.backbones import DEFAULT_BACKBONE
+    from etlbench.transfer import TransferSpec
+
+    return TransferSpec(task=args.task, backbone=args.backbone or DEFAULT_BACKBONE,
+                        backbone_weights=args.backbone_weights, dataset=args.dataset, data_root=args.data_root,
+                        input_size=args.input_size, max_train=args.max_train, seed=args.seed, train=train).resolved()
+
+
+def _transfer(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.train import use_threads
+    from etlbench.transfer import checkpoint_path, transfer_baseline
+
+    if args.threads:
+        use_threads(args.threads)
+    spec = _setting(args, _train_config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+    cached = checkpoint_path(spec, args.out).is_file()
+    row = transfer_baseline(spec, args.out)[1]
+    return {**row, "checkpoint": str(checkpoint_path(spec, args.out)), "cached": cached}
 
 
 def _print_transfer(row: dict[str, Any]) -> None:
@@ -85,11 +101,13 @@ def _print_transfer(row: dict[str, Any]) -> None:
     print(f"  params {row['params']:,}  size {row['size_bytes']:,} B  MACs {row['macs']:,}")
     print(f"  train {row['train_seconds']:.1f} s, {row['samples_seen']:,} samples, best epoch {row['best_epoch']}/"
           f"{row['epochs']}, {row['threads']} threads")
-    if "checkpoint" in row:
-        print(f"  checkpoint: {row['checkpoint']}")
+    print(f"  checkpoint: {row['checkpoint']}" + (" (read from the cache: trained before under the same identity)"
+                                                   if row["cached"] else ""))
 
 
 def _method_params(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -100,18 +118,19 @@ def _method_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    from etlbench.trial import RECOVERY, TrialSpec, run_trial, validate_trial
+    from dataclasses import replace
+
+    from etlbench.backbones import create_backbone
+    from etlbench.measure import MeasureConfig
+    from etlbench.trial import RECOVERY, TrialSpec, run_trial
 
     compression = None if args.compression in ("auto", "free") else float(args.compression)
-    spec = TrialSpec(task=args.task, method=args.method, compression=compression, seed=args.seed,
-                     backbone=args.backbone, backbone_weights=args.backbone_weights, dataset=args.dataset,
-                     data_root=args.data_root,
-                     input_size=args.input_size, max_train=args.max_train,
-                     transfer=TrainConfig(epochs=args.transfer_epochs),
+    spec = TrialSpec(setting=_setting(args, _train_config(epochs=args.transfer_epochs)), method=args.method,
+                     compression=compression, method_params=_method_params(args.param), budget_of=args.budget_of,
                      recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
-                     method_params=_method_params(args.param), budget_of=args.budget_of, threads=args.threads,
-                     measure=MeasureConfig(threads=args.threads))
-    validate_trial(spec)
+                     threads=args.threads, measure=MeasureConfig(threads=args.threads))
+    spec.configure()  # a bad method parameter or budget fails now, before any training
+    create_backbone(spec.backbone, spec.setting.backbone_weights)
     return run_trial(spec, args.cache)
 
 
@@ -140,10 +159,14 @@ def _print_run(summary: dict[str, Any]) -> None:
 def _report(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.report import write_report
 
-    return write_report(args.dir, figures=True, tables=not args.figures_only, formats=tuple(args.format))
+    return write_report(args.dir, figures=True, tables=not args.figures_only, formats=tuple(args.format),
+                        code_version=args.code_version, backbone=args.backbone, experiment=args.experiment)
 
 
 def _print_report(result: dict[str, Any]) -> None:
+    print(f"sections: {', '.join(' on '.join(s) for s in result['sections'])}")
+    for note in result["left_out"]:
+        print(f"left out: {note}")
     print(f"wrote {len(result['written'])} files in {result['seconds']:.1f} s:")
     print("\n".join(f"  {f}" for f in result["written"]))
 
@@ -162,22 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered backbones, tasks, datasets or methods")
-    p.add_argument("kind", choices=sorted(REGISTRIES))
+    p.add_argument("kind", choices=KINDS)
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=_list, show=_print_list)
 
     p = sub.add_parser("transfer", help="fine-tune the whole source network with a new head (transfer baseline)")
     p.add_argument("--task", required=True)
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--backbone", help="default: dlib-resnet29")
     p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset", help="registered dataset or a canonical .npz path (default: the task's own, "
                                      "or synthetic without a data root)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
     p.add_argument("--input-size", type=int, help="square input size in px (default: the backbone's)")
-    p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--epochs", type=int, help="default: the transfer recipe's (TrainConfig)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
     p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -193,13 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget-of", choices=["params", "macs"], default="params",
                    help="what the compression ratio counts (default: parameters)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    p.add_argument("--backbone", help="default: dlib-resnet29")
     p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset")
     p.add_argument("--data-root")
     p.add_argument("--input-size", type=int)
     p.add_argument("--max-train", type=int)
-    p.add_argument("--transfer-epochs", type=int, default=TrainConfig.epochs,
+    p.add_argument("--transfer-epochs", type=int,
                    help="epochs of the transfer baseline (trained once, then cached)")
     p.add_argument("--recovery-epochs", type=int, default=1)
     p.add_argument("--recovery-steps", type=int, help="cap the recovery at this many steps (the same for all)")
@@ -231,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures-only", action="store_true", help="write the figures, not the leaderboard")
     p.add_argument("--format", nargs="+", default=["png", "svg"], choices=["png", "svg", "pdf"],
                    help="figure formats (default: png svg)")
+    p.add_argument("--code-version", help="report the rows of this code version (default: the newest of each "
+                                           "experiment and backbone)")
+    p.add_argument("--backbone", help="report only this backbone's rows")
+    p.add_argument("--experiment", help="report only this experiment's rows")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_report, show=_print_report)
     return parser
@@ -240,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = args.run(args)
-    except (UnknownNameError, DatasetError, LabelError, TrainingError, ConfigError, FileNotFoundError, SpecError,
-            RunnerError, ReportError) as err:
+    except (EtlbenchError, FileNotFoundError) as err:
         print(f"etlbench: error: {err}", file=sys.stderr)
         return 2
     if args.json:

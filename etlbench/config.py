@@ -1,15 +1,15 @@
 """Experiment specs: a YAML file or a named preset, validated as a whole before anything runs.
 
 Every key is checked (after Distiller's config checking): an unknown section or key, a method parameter the
-plugin does not take, an unknown task, method, backbone or dataset, or a compression below 1 is an error
-that names the file, the section and the key. A valid spec expands into the plan: one :class:`TrialSpec`
-per task x method x compression x seed.
+plugin does not take or of the wrong type, an unknown task, method, backbone or dataset, a compression below 1,
+or ``auto`` where no method chooses its own operating point is an error that names the file, the section and
+the key. A valid spec is an :class:`~etlbench.plan.ExperimentSpec`; :func:`etlbench.plan.plan` expands it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,50 +18,17 @@ import yaml
 
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, create_backbone, weights_path
 from etlbench.data import dataset_for_task
+from etlbench.errors import ConfigError, SpecError
 from etlbench.measure import MeasureConfig
-from etlbench.methods import METHODS, method_parameters
+from etlbench.methods import METHODS, create_method
 from etlbench.paths import data_root as resolve_data_root
+from etlbench.plan import ExperimentSpec
 from etlbench.registry import DATASETS, TASKS, UnknownNameError
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig
-from etlbench.trial import RECOVERY, TrialSpec
+from etlbench.trial import RECOVERY
 
-
-class SpecError(ValueError):
-    """An experiment spec that cannot run; the message names the source, the section and the key."""
-
-
-@dataclass(frozen=True)
-class ExperimentSpec:
-    """A validated experiment: what to run, with which budgets."""
-
-    name: str
-    tasks: dict[str, str | None]  # task -> dataset (None: the task's own, or synthetic without a data root)
-    methods: dict[str, dict[str, Any]]  # method -> its parameters
-    compressions: tuple[float | None, ...]
-    seeds: tuple[int, ...] = (0,)
-    backbone: str = DEFAULT_BACKBONE
-    backbone_weights: str | None = None  # a local weights file; relative: under the models root
-    input_size: int | None = None
-    data_root: str | None = None
-    max_train: int | None = None
-    budget_of: str = "params"
-    threads: int = 1  # torch threads of each trial (parallel trials share the cores)
-    gpus: float = 0.0  # GPUs each trial asks Ray for
-    transfer: TrainConfig = field(default_factory=TrainConfig)
-    recovery: TrainConfig = RECOVERY
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
-
-    def trials(self) -> list[TrialSpec]:
-        """The plan: every task x method x compression x seed (``auto`` compressions only for ETL)."""
-        return [TrialSpec(task=task, method=method, compression=c, seed=seed, backbone=self.backbone,
-                          backbone_weights=self.backbone_weights,
-                          dataset=dataset, data_root=self.data_root, input_size=self.input_size,
-                          max_train=self.max_train, transfer=self.transfer, recovery=self.recovery,
-                          method_params=params, budget_of=self.budget_of, threads=self.threads,
-                          device="cuda" if self.gpus > 0 else "cpu", measure=self.measure)
-                for task, dataset in self.tasks.items() for method, params in self.methods.items()
-                for c in self.compressions if c is not None or method == "etl" for seed in self.seeds]
+__all__ = ["ExperimentSpec", "SpecError", "load_spec", "parse_spec", "preset_names"]
 
 
 def preset_names() -> list[str]:
@@ -151,6 +118,78 @@ def _known(registry: Any, name: str, source: str, where: str) -> None:
         raise _fail(source, where, str(err)) from err
 
 
+def _tasks(raw: Any, root: str | None, source: str) -> dict[str, str | None]:
+    raw = {t: None for t in raw} if isinstance(raw, list) else raw
+    if not isinstance(raw, dict):
+        raise _fail(source, "tasks", f"expected a list or a mapping of tasks, got {raw!r}")
+    tasks: dict[str, str | None] = {}
+    for task, options in raw.items():
+        _known(TASKS, task, source, f"tasks.{task}")
+        options = options or {}
+        if not isinstance(options, dict) or set(options) - {"dataset"}:
+            raise _fail(source, f"tasks.{task}", "takes only 'dataset'")
+        dataset = options.get("dataset")
+        if dataset is not None and not str(dataset).endswith(".npz"):
+            _known(DATASETS, dataset, source, f"tasks.{task}.dataset")
+        _check_dataset(task, dataset, root, source)
+        tasks[task] = dataset
+    return tasks
+
+
+def _methods(raw: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Each method is built from its parameters now: a parameter it does not take or of the wrong type or range is
+    an error naming ``methods.NAME.KEY``."""
+    raw = {m: {} for m in raw} if isinstance(raw, list) else raw
+    if not isinstance(raw, dict):
+        raise _fail(source, "methods", f"expected a list or a mapping of methods, got {raw!r}")
+    methods: dict[str, dict[str, Any]] = {}
+    for method, params in raw.items():
+        _known(METHODS, method, source, f"methods.{method}")
+        params = params or {}
+        if not isinstance(params, dict):
+            raise _fail(source, f"methods.{method}", f"expected a mapping of parameters, got {params!r}")
+        try:
+            create_method(method, **params)
+        except ConfigError as err:
+            raise _fail(source, f"methods.{method}" + (f".{err.key}" if err.key else ""), str(err)) from err
+        methods[method] = dict(params)
+    return methods
+
+
+def _compressions(raw: Any, methods: dict[str, dict[str, Any]], source: str) -> tuple[float | None, ...]:
+    if not isinstance(raw, list):
+        raise _fail(source, "compressions", f"expected a list of ratios (e.g. [2, 4, auto]), got {raw!r}")
+    out: list[float | None] = []
+    for i, c in enumerate(raw):
+        if c == "auto":
+            choosers = [m for m in methods if METHODS.get(m).chooses_operating_point]
+            if not choosers:
+                raise _fail(source, f"compressions[{i}]", f"'auto' needs a method that chooses its own operating "
+                                                          f"point; none of {sorted(methods)} does")
+            out.append(None)
+        elif not isinstance(c, int | float) or isinstance(c, bool) or not math.isfinite(c) or c < 1:
+            raise _fail(source, f"compressions[{i}]", f"{c!r} is not a finite ratio of at least 1 (or 'auto')")
+        else:
+            out.append(float(c))
+    return tuple(out)
+
+
+def _check_scalars(raw: dict[str, Any], source: str) -> None:
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds):
+        raise _fail(source, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
+    if raw.get("budget_of", "params") not in ("params", "macs"):
+        raise _fail(source, "budget_of", f"expected 'params' or 'macs', got {raw['budget_of']!r}")
+    for key, minimum, kind in (("threads", 1, int), ("gpus", 0, float), ("max_train", 1, int),
+                               ("input_size", 16, int)):
+        value = raw.get(key)
+        number = isinstance(value, int) if kind is int else isinstance(value, int | float)
+        if value is not None and (not number or isinstance(value, bool) or not value >= minimum):
+            raise _fail(source, key, f"expected {'an integer' if kind is int else 'a number'} of at least {minimum}, "
+                                     f"got {value!r}")
+
+
 def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     """Validate a spec mapping (see the presets for examples) into an :class:`ExperimentSpec`."""
     allowed = {f.name for f in dataclasses.fields(ExperimentSpec)}
@@ -160,6 +199,7 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     for key in ("tasks", "methods", "compressions"):
         if not raw.get(key):
             raise _fail(source, key, "missing or empty")
+    _check_scalars(raw, source)
     backbone = raw.get("backbone", DEFAULT_BACKBONE)
     _known(BACKBONES, backbone, source, "backbone")
     weights = raw.get("backbone_weights")
@@ -167,56 +207,13 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
         raise _fail(source, "backbone_weights", f"weights file {weights_path(weights)} does not exist (a relative "
                                                 f"path is looked up under the models root, $ETLBENCH_MODELS)")
     _check_backbone(backbone, weights, source)
-
-    tasks_raw = raw["tasks"]
-    tasks_raw = {t: None for t in tasks_raw} if isinstance(tasks_raw, list) else tasks_raw
-    tasks: dict[str, str | None] = {}
-    for task, options in tasks_raw.items():
-        _known(TASKS, task, source, f"tasks.{task}")
-        options = options or {}
-        if not isinstance(options, dict) or set(options) - {"dataset"}:
-            raise _fail(source, f"tasks.{task}", "takes only 'dataset'")
-        dataset = options.get("dataset")
-        if dataset is not None and not str(dataset).endswith(".npz"):
-            _known(DATASETS, dataset, source, f"tasks.{task}.dataset")
-        _check_dataset(task, dataset, raw.get("data_root"), source)
-        tasks[task] = dataset
-
-    methods_raw = raw["methods"]
-    methods_raw = {m: {} for m in methods_raw} if isinstance(methods_raw, list) else methods_raw
-    methods: dict[str, dict[str, Any]] = {}
-    for method, params in methods_raw.items():
-        _known(METHODS, method, source, f"methods.{method}")
-        params = params or {}
-        takes = method_parameters(METHODS.get(method))
-        for key in params:
-            if key not in takes:
-                raise _fail(source, f"methods.{method}.{key}", f"the method does not take this parameter; it takes "
-                                                               f"{sorted(takes) or 'none'}")
-        methods[method] = dict(params)
-
-    compressions: list[float | None] = []
-    for i, c in enumerate(raw["compressions"]):
-        if c == "auto":
-            compressions.append(None)
-        elif not isinstance(c, int | float) or isinstance(c, bool) or c < 1:
-            raise _fail(source, f"compressions[{i}]", f"{c!r} is not a ratio of at least 1 (or 'auto')")
-        else:
-            compressions.append(float(c))
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise _fail(source, "seeds", f"expected a list of integers, got {seeds!r}")
-    if raw.get("budget_of", "params") not in ("params", "macs"):
-        raise _fail(source, "budget_of", f"expected 'params' or 'macs', got {raw['budget_of']!r}")
-    for key, minimum in (("threads", 1), ("gpus", 0), ("max_train", 1), ("input_size", 16)):
-        value = raw.get(key)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < minimum):
-            raise _fail(source, key, f"expected a number of at least {minimum}, got {value!r}")
+    methods = _methods(raw["methods"], source)
     return ExperimentSpec(
-        name=str(raw.get("name", Path(source).stem)), tasks=tasks, methods=methods, compressions=tuple(compressions),
-        seeds=tuple(seeds), backbone=backbone, backbone_weights=weights, input_size=raw.get("input_size"),
-        data_root=raw.get("data_root"),
-        max_train=raw.get("max_train"), budget_of=raw.get("budget_of", "params"), threads=int(raw.get("threads", 1)),
-        gpus=float(raw.get("gpus", 0)), transfer=_section(raw.get("transfer"), source, "transfer", TrainConfig()),
+        name=str(raw.get("name", Path(source).stem)), tasks=_tasks(raw["tasks"], raw.get("data_root"), source),
+        methods=methods, compressions=_compressions(raw["compressions"], methods, source),
+        seeds=tuple(raw.get("seeds", [0])), backbone=backbone, backbone_weights=weights,
+        input_size=raw.get("input_size"), data_root=raw.get("data_root"), max_train=raw.get("max_train"),
+        budget_of=raw.get("budget_of", "params"), threads=raw.get("threads", 1), gpus=float(raw.get("gpus", 0)),
+        transfer=_section(raw.get("transfer"), source, "transfer", TrainConfig()),
         recovery=_section(raw.get("recovery"), source, "recovery", RECOVERY),
         measure=_section(raw.get("measure"), source, "measure", MeasureConfig()))

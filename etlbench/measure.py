@@ -4,9 +4,9 @@ Definitions (every number is measured, never estimated from a formula of the arc
 
 * **params** — elements of the learned parameters: each shared tensor once, without the fixed weights of
   :class:`~etlbench.backbones.base.ChannelPad` and without buffers (BatchNorm running statistics).
-* **size_bytes** — length of ``torch.save(model.state_dict())``, the format the project saves to disk
-  (buffers and ChannelPad weights included: they are stored). The zip records are named after the file
-  stem (``archive`` for a buffer), so a file of another name differs by a few bytes per tensor.
+* **size_bytes** — length of the file the project saves a model to (:func:`etlbench.model_io.save_pruned`:
+  the state dict with buffers and ChannelPad weights, plus each layer's channel counts), written to memory
+  without metadata; the files under a run's ``models/`` add a few bytes of metadata (the trial id).
 * **macs** — multiply-accumulates of one image, counted at the operator level by
   :class:`torch.utils.flop_counter.FlopCounterMode` (FLOPs / 2) while the model runs: convolutions (of any
   module, subclass or functional call, ChannelPad included since it is executed), matrix products and
@@ -30,9 +30,9 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import torch
@@ -62,9 +62,11 @@ def count_params(model: nn.Module) -> int:
 
 
 def size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())``, written to an in-memory buffer."""
+    """Bytes of the model as :func:`etlbench.model_io.save_pruned` writes it (no metadata), in memory."""
+    from etlbench.model_io import save_pruned
+
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
+    save_pruned(model, buffer)
     return buffer.getbuffer().nbytes
 
 
@@ -164,20 +166,44 @@ def _median_ci_width(times: list[float]) -> float:
     return (ordered[hi] - ordered[lo]) / statistics.median(ordered)
 
 
-def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1, threads: int = 1,
-                    warmup: int = 5, repeats: int = 30, channels: int = 3, warmup_seconds: float = 1.0,
-                    max_seconds: float = 10.0, target_ci: float = 0.02) -> Latency:
+@dataclass(frozen=True)
+class MeasureConfig:
+    """The measurement conditions: torch threads, batch sizes, untimed warm-up calls (at least ``warmup`` and
+    ``warmup_seconds``), timed calls per round (``repeats``), the relative width of the median's 95% interval to
+    reach (``target_ci``) within at most ``max_seconds`` of timed calls per batch size (see
+    :func:`measure_latency`), and the most seconds a run waits for an idle machine before measuring (see
+    :func:`wait_until_idle`; it shapes no number, so it is not part of a trial's identity)."""
+
+    threads: int = 1
+    batches: tuple[int, ...] = (1, 32)
+    repeats: int = 30
+    max_seconds: float = 10.0
+    warmup: int = 5
+    warmup_seconds: float = 1.0
+    target_ci: float = 0.02
+    idle_wait: float = field(default=120.0, metadata={"identity": False})
+
+    def __post_init__(self) -> None:
+        if (self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1 or self.idle_wait < 0
+                or self.warmup < 0):
+            raise ValueError(f"measurement needs threads >= 1, repeats >= 2, batch sizes >= 1, warmup >= 0 and "
+                             f"idle_wait >= 0; got {self}")
+
+
+def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1,
+                    cfg: MeasureConfig = MeasureConfig(), channels: int = 3) -> Latency:
     """Time forward calls of ``model`` on a fixed random batch: the median and IQR of the call times.
 
-    Warm-up: at least ``warmup`` untimed calls and ``warmup_seconds``. Then ``repeats`` timed calls, and more
-    (in rounds of ``repeats``) while the 95% confidence interval of the median is wider than ``target_ci``
-    of it and less than ``max_seconds`` were spent timing; ``Latency.repeats`` says how many were made.
-    Runs under ``torch.inference_mode`` in eval mode with ``threads`` intra-op threads and the garbage
-    collector paused; the model's train/eval flags and torch's thread count are restored afterwards.
+    Warm-up: at least ``cfg.warmup`` untimed calls and ``cfg.warmup_seconds``. Then ``cfg.repeats`` timed calls,
+    and more (in rounds of ``repeats``) while the 95% confidence interval of the median is wider than
+    ``cfg.target_ci`` of it and less than ``cfg.max_seconds`` were spent timing; ``Latency.repeats`` says how
+    many were made. Runs under ``torch.inference_mode`` in eval mode with ``cfg.threads`` intra-op threads and
+    the garbage collector paused; the model's train/eval flags and torch's thread count are restored afterwards.
     """
-    if repeats < 2 or warmup < 0 or batch < 1 or threads < 1:
-        raise ValueError(f"need repeats >= 2, warmup >= 0, batch >= 1, threads >= 1; got {repeats=}, "
-                         f"{warmup=}, {batch=}, {threads=}")
+    if batch < 1:
+        raise ValueError(f"need batch >= 1; got {batch=}")
+    threads, warmup, repeats = cfg.threads, cfg.warmup, cfg.repeats
+    warmup_seconds, max_seconds, target_ci = cfg.warmup_seconds, cfg.max_seconds, cfg.target_ci
     steady_allocator()
     x = _example_input(model, batch, channels, input_size)
     times: list[float] = []
@@ -276,27 +302,8 @@ def machine_info() -> dict[str, str | int]:
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "allocator": steady_allocator()}
 
 
-@dataclass(frozen=True)
-class MeasureConfig:
-    """The measurement conditions of an experiment: torch threads, batch sizes, timed calls per round, the
-    most seconds of timed calls per batch size (see :func:`measure_latency`), and the most seconds to wait for an
-    idle machine before a run's measurements (see :func:`wait_until_idle`)."""
-
-    threads: int = 1
-    batches: tuple[int, ...] = (1, 32)
-    repeats: int = 30
-    max_seconds: float = 10.0
-    idle_wait: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1 or self.idle_wait < 0:
-            raise ValueError(f"measurement needs threads >= 1, repeats >= 2, batch sizes >= 1 and idle_wait >= 0; "
-                             f"got {self}")
-
-
-def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, batches: Sequence[int] = (1, 32),
-            repeats: int = 30, warmup: int = 5, channels: int = 3, max_seconds: float = 10.0
-            ) -> dict[str, float | int | str]:
+def measure(model: nn.Module, input_size: tuple[int, int], cfg: MeasureConfig = MeasureConfig(),
+            channels: int = 3) -> dict[str, float | int | str]:
     """All measurements of ``model`` in one flat dict with stable keys, and the conditions they were taken in.
 
     Keys: ``params``, ``size_bytes``, ``macs``; per batch size ``b``: ``latency_ms`` and ``latency_iqr_ms``
@@ -310,16 +317,15 @@ def measure(model: nn.Module, input_size: tuple[int, int], *, threads: int = 1, 
         "size_bytes": size_bytes(model),
         "macs": count_macs(model, input_size, channels),
     }
-    for b in batches:
-        lat = measure_latency(model, input_size, batch=b, threads=threads, warmup=warmup, repeats=repeats,
-                              channels=channels, max_seconds=max_seconds)
+    for b in cfg.batches:
+        lat = measure_latency(model, input_size, batch=b, cfg=cfg, channels=channels)
         prefix = "latency" if b == 1 else f"latency_b{b}"
         out[f"{prefix}_ms"] = lat.median_ms
         out[f"{prefix}_iqr_ms"] = lat.iqr_ms
         if b != 1:
             out[f"{prefix}_per_image_ms"] = lat.per_image_ms
     info = machine_info()
-    out.update(threads=threads, repeats=repeats, warmup=warmup, input_h=int(input_size[0]),
+    out.update(threads=cfg.threads, repeats=cfg.repeats, warmup=cfg.warmup, input_h=int(input_size[0]),
                input_w=int(input_size[1]), cpu=info["cpu"], usable_cores=info["usable_cores"], torch=info["torch"],
                allocator=info["allocator"], load_avg_1m=load)
     return out

@@ -49,7 +49,8 @@ class FlooredScaler(StandardScaler):
 def fit_probe(task: Task, features: np.ndarray, targets: np.ndarray, seed: int = 0,
               strength: float | None = None, tol: float = 1e-4, scale_floor: float = 0.0) -> Pipeline:
     """A standardised linear probe. Its regularisation is ``strength`` (ridge alpha, or logistic C) when given,
-    else chosen by 5-fold cross-validation on these (training) samples (:func:`probe_strength` reads it back).
+    else chosen by cross-validation on these (training) samples (5-fold for logistic regression, efficient
+    leave-one-out for ridge) (:func:`probe_strength` reads it back).
     ``tol`` is the logistic solver's stopping tolerance; ``scale_floor`` see :class:`FlooredScaler`."""
     if task.kind == "regression":
         model = RidgeCV(alphas=ALPHAS) if strength is None else Ridge(alpha=strength)

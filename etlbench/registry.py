@@ -24,10 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from etlbench.errors import EtlbenchError
+
 T = TypeVar("T")
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(EtlbenchError, KeyError):
     """Raised for a name that no plugin of this kind registered; lists the close matches."""
 
     def __init__(self, kind: str, name: str, known: list[str]):
@@ -58,11 +60,13 @@ def _first_doc_line(obj: Any) -> str:
 
 class Registry(Generic[T]):
     """Named plugins of one kind. A name ending in ``/`` registers a family (``timm/`` serves
-    ``timm/resnet18``): its object is called with the rest of the name as first argument."""
+    ``timm/resnet18``): its object is called with the rest of the name as first argument. With ``name_attr``,
+    registration sets that attribute of the object to its registered name (so a method's errors name it)."""
 
-    def __init__(self, kind: str, builtin: str | None = None):
+    def __init__(self, kind: str, builtin: str | None = None, name_attr: str | None = None):
         self.kind = kind
         self.builtin = builtin  # the module whose import registers the built-in plugins
+        self.name_attr = name_attr
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = False
 
@@ -71,6 +75,8 @@ class Registry(Generic[T]):
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = Entry(name, obj, description or _first_doc_line(obj))
+            if self.name_attr is not None:
+                setattr(obj, self.name_attr, name)
             return obj
 
         return add
@@ -132,7 +138,7 @@ def _bind_family(obj: Any, rest: str) -> Any:
 BACKBONES: Registry = Registry("backbones", "etlbench.backbones")
 TASKS: Registry = Registry("tasks", "etlbench.tasks")
 DATASETS: Registry = Registry("datasets", "etlbench.data")
-METHODS: Registry = Registry("methods", "etlbench.methods")
+METHODS: Registry = Registry("methods", "etlbench.methods", name_attr="name")
 
 register_backbone = BACKBONES.register
 register_task = TASKS.register

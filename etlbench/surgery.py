@@ -9,9 +9,8 @@ Torch-Pruning's ``Importance`` (Fang et al., "DepGraph: Towards Any Structural P
 from __future__ import annotations
 
 import copy
-import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -22,6 +21,7 @@ from etlbench import measure
 from etlbench.backbones import ChannelPad
 from etlbench.train import TaskModel
 
+BISECTION_STEPS = 16  # of the pruning ratio: enough for a 10% tolerance at every budget tried
 ScoreFn = Callable[[str, nn.Module], "torch.Tensor | None"]
 _OUT_CHANNEL_FNS = {tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels}
 
@@ -73,14 +73,15 @@ class Budget:
 
 @dataclass
 class PruneOutcome:
-    """A pruned model (``None`` when infeasible), what it achieved and how."""
+    """A pruned model (``None`` when infeasible), its size, and the method's own result columns (``fields``,
+    e.g. ETL's cut layer)."""
 
     model: TaskModel | None
     status: Literal["ok", "infeasible"]
     reason: str
     params: int
     macs: int
-    pruning_ratio: float
+    fields: dict[str, object] = field(default_factory=dict)
 
 
 def _size(model: nn.Module, of: str, size: tuple[int, int]) -> int:
@@ -156,22 +157,21 @@ def prune_channels(model: TaskModel, score: ScoreFn, ratio: float, size: tuple[i
 
 
 def prune_to_budget(model: TaskModel, score: ScoreFn, budget: Budget, baseline: int, size: tuple[int, int], *,
-                    policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95,
-                    max_iters: int = 16) -> PruneOutcome:
+                    policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95) -> PruneOutcome:
     """Bisect the pruning ratio until ``baseline / size(pruned)`` is within the budget's tolerance."""
     target = baseline / budget.compression
     lo_ok, hi_ok = (1 - budget.tolerance) * target, (1 + budget.tolerance) * target
 
-    def outcome(m: TaskModel, ratio: float, status: str = "ok", reason: str = "") -> PruneOutcome:
+    def outcome(m: TaskModel, status: str = "ok", reason: str = "") -> PruneOutcome:
         return PruneOutcome(m if status == "ok" else None, status, reason, measure.count_params(m),
-                            measure.count_macs(m, size), ratio)
+                            measure.count_macs(m, size))
 
     start = _size(model, budget.of, size)
     if start < lo_ok:
-        return outcome(model, 0.0, "infeasible", f"the start model has {start:,} {budget.of}, already below "
+        return outcome(model, "infeasible", f"the start model has {start:,} {budget.of}, already below "
                                                   f"the target {target:,.0f} ({baseline:,} / {budget.compression})")
     if start <= hi_ok:
-        return outcome(copy.deepcopy(model), 0.0)
+        return outcome(copy.deepcopy(model))
     importance = group_importance(model, score, size)
 
     def pruned_at(ratio: float) -> tuple[TaskModel, int]:
@@ -180,53 +180,20 @@ def prune_to_budget(model: TaskModel, score: ScoreFn, budget: Budget, baseline: 
 
     smallest, n = pruned_at(1.0)
     if n > hi_ok:
-        return outcome(smallest, 1.0, "infeasible",
+        return outcome(smallest, "infeasible",
                        f"removing every channel the selection policy allows ({policy}, at most {max_layer_ratio:.0%} "
                        f"per layer) leaves {n:,} {budget.of}, above the target {target:,.0f} (+{budget.tolerance:.0%})")
     lo, hi, best = 0.0, 1.0, None
-    for _ in range(max_iters):
+    for _ in range(BISECTION_STEPS):
         ratio = (lo + hi) / 2
         pruned, n = pruned_at(ratio)
         err = abs(n / target - 1)
         if lo_ok <= n <= hi_ok and (best is None or err < best[0]):
-            best = (err, pruned, ratio)
+            best = (err, pruned)
             if err < budget.tolerance / 4:
                 break
         lo, hi = (ratio, hi) if n > target else (lo, ratio)
     if best is None:
-        return outcome(model, hi, "infeasible", f"no pruning ratio gave {budget.of} within {budget.tolerance:.0%} of "
+        return outcome(model, "infeasible", f"no pruning ratio gave {budget.of} within {budget.tolerance:.0%} of "
                                                 f"{target:,.0f}: the channel granularity is too coarse at this budget")
-    return outcome(best[1], best[2])
-
-
-_SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
-
-
-def save_pruned(model: nn.Module, path_or_buffer: str | io.BytesIO, meta: dict | None = None) -> None:
-    """Save a (pruned) model: its state dict and each layer's channel attributes, so that
-    :func:`load_pruned` can rebuild it from the unpruned architecture. Only tensors and plain values are stored."""
-    shapes = {name: {a: getattr(m, a) for a in _SHAPE_ATTRS if isinstance(getattr(m, a, None), int)}
-              for name, m in model.named_modules()}
-    torch.save({"state_dict": model.state_dict(), "shapes": {k: v for k, v in shapes.items() if v},
-                "meta": meta or {}}, path_or_buffer)
-
-
-def load_pruned(unpruned: nn.Module, path_or_buffer: str | io.BytesIO) -> nn.Module:
-    """Load a model saved by :func:`save_pruned` into its unpruned architecture (``weights_only=True``)."""
-    saved = torch.load(path_or_buffer, map_location="cpu", weights_only=True)
-    modules = dict(unpruned.named_modules())
-    for name, attrs in saved["shapes"].items():
-        if name not in modules:
-            raise KeyError(f"saved layer {name!r} does not exist in {type(unpruned).__name__}")
-        for attr, value in attrs.items():
-            setattr(modules[name], attr, value)
-    for key, tensor in saved["state_dict"].items():
-        owner, _, leaf = key.rpartition(".")
-        module = modules[owner]
-        current = getattr(module, leaf)
-        if isinstance(current, nn.Parameter):
-            setattr(module, leaf, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
-        elif isinstance(current, torch.Tensor):
-            module.register_buffer(leaf, torch.empty_like(tensor))
-    unpruned.load_state_dict(saved["state_dict"])
-    return unpruned
+    return outcome(best[1])

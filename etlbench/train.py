@@ -1,4 +1,4 @@
-"""Fine-tuning: the transfer baseline (whole source network + new head) and, later, recovery after pruning.
+"""Fine-tuning: the transfer baseline (whole source network + new head) and recovery after pruning.
 
 Every method is trained by :func:`fine_tune` with the same :class:`TrainConfig`, so the budget is the same
 for all (Blalock et al., MLSys 2020). Model selection uses the validation split only.
@@ -15,15 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from etlbench.backbones import ChannelPad, Preprocess, SourceNetwork
 from etlbench.data import TaskData
+from etlbench.errors import TrainingError
 from etlbench.tasks import Task, TaskHead
-
-
-class TrainingError(RuntimeError):
-    """Training could not go on (for example the loss became NaN); the message says where."""
 
 
 class TaskModel(nn.Module):
@@ -61,8 +59,8 @@ class TrainConfig:
     flip: bool = True
     freeze_norm_stats: bool = True
     eval_batch_size: int = 64
-    # Recovery after pruning (see etlbench.recovery); off for the transfer baseline, which starts from the probe
-    # of the whole source network by its own recipe.
+    # Recovery after pruning (see etlbench.trial.recover); off for the transfer baseline, which starts from the
+    # probe of the whole source network by its own recipe.
     probe_head: bool = False  # start the head at the linear probe of the (pruned) trunk's features
     balance_convs: bool = False  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
 
@@ -74,13 +72,21 @@ class TrainResult:
     train_seconds: float
     samples_seen: int
     steps: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | None]] = field(default_factory=list)
 
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of a model's parameters: inputs are moved there, outputs come back to the CPU."""
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
+
+
+def use_threads(threads: int) -> None:
+    """Compute on ``threads`` threads in this process: torch's intra-op pool and the BLAS pools of numpy and
+    scikit-learn. Summation order shapes the last bits and training amplifies them, so a trial must compute
+    the same in a Ray worker of ``threads`` CPUs (Ray sets its OMP_NUM_THREADS) and in a process of its own."""
+    torch.set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -181,7 +187,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
     step = seen = 0
     start = time.perf_counter()
 
-    def select(epoch: int, train_loss: float) -> None:  # model selection on the validation split only
+    def select(epoch: int, train_loss: float | None) -> None:  # model selection on the validation split only
         nonlocal best, best_state, best_epoch, best_val
         val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
         history.append({"epoch": epoch, "step": step, "train_loss": train_loss,
@@ -190,7 +196,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
             best, best_epoch, best_val = val[task.metric_name], epoch, val
             best_state = copy.deepcopy(model.state_dict())
 
-    select(0, math.nan)  # the starting point competes too (e.g. the linear probe's head)
+    select(0, None)  # the starting point competes too (e.g. the linear probe's head); it has no training loss
     for epoch in range(1, epochs + 1):
         set_train_mode(model, cfg.freeze_norm_stats)
         losses = []
@@ -214,7 +220,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
             losses.append(loss.item())
             step += 1
             seen += len(b)
-        select(epoch, float(np.mean(losses)) if losses else math.nan)
+        select(epoch, float(np.mean(losses)) if losses else None)
     train_seconds = time.perf_counter() - start
     model.load_state_dict(best_state)
     model.eval()

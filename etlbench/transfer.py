@@ -1,16 +1,19 @@
-"""The transfer baseline (design.md): fine-tune the whole source network with a new head, evaluate on test,
+"""The transfer baseline (docs/design.md): fine-tune the whole source network with a new head, evaluate on test,
 and report beside it the frozen linear probe, the floor every transfer must beat.
 
 Recipe: linear probe, then fine-tune (LP-FT, Kumar et al., ICLR 2022): the new head starts from the probe's
 solution and the whole network is fine-tuned; the validation split picks the best epoch (epoch 0 included).
+
+:class:`TransferSpec` is also the *setting* of every trial (task, data, backbone, input size, seed): the
+baseline a trial starts from and is compared with. :func:`transfer_baseline` is the one entry point: it reads
+the baseline from the cache when one was trained under the same identity, and trains it otherwise.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,46 +22,73 @@ import torch
 from etlbench import measure
 from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone
 from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
-from etlbench.paths import data_root
+from etlbench.identity import identity
+from etlbench.model_io import save_pruned
 from etlbench.probe import head_from_probe, linear_probe
 from etlbench.tasks import create_task
 from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune, resolve_device
 
 
+def _dataset_name(dataset: str | None) -> str | None:
+    """A dataset enters identities by its name: a file by its file name, never by the folder it lies in."""
+    return Path(dataset).name if dataset and dataset.endswith(".npz") else dataset
+
+
 @dataclass(frozen=True)
 class TransferSpec:
-    """Everything that determines a transfer baseline (its checkpoint is cached under this spec)."""
+    """Everything that determines a transfer baseline and the data a trial sees. ``dataset`` is a registered
+    name or a canonical ``.npz`` path (``None`` until :meth:`resolved`: the task's own, or synthetic without a
+    data root); ``data_fingerprint`` is the content hash of that dataset, filled in by :meth:`resolved`."""
 
     task: str
+    dataset: str | None = field(default=None, metadata={"identity": _dataset_name})
+    data_fingerprint: str = ""
+    data_root: str | None = field(default=None, metadata={"identity": False})
     backbone: str = DEFAULT_BACKBONE
     backbone_weights: str | None = None  # a local weights file (None: the backbone's default)
-    dataset: str | None = None
-    data_root: str | None = None
     input_size: int | None = None
     max_train: int | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     device: str = "cpu"  # where it trains ("cuda" for a GPU); it is measured on the CPU
 
+    def resolved(self) -> TransferSpec:
+        """This spec with its dataset named and fingerprinted (the dataset is read and validated here)."""
+        name = self.dataset or dataset_for_task(create_task(self.task), self.data_root)
+        return replace(self, dataset=name, data_fingerprint=load_dataset(name, self.data_root, self.seed).fingerprint)
 
-def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads: int | None = None,
-                 data: TaskData | None = None) -> dict[str, Any]:
-    """Train, evaluate and measure one transfer baseline (on ``data``, the task's splits, if the caller holds
-    them); returns one flat result row (JSON-ready)."""
-    if threads:
-        torch.set_num_threads(threads)
-    if data is None:
-        task = create_task(spec.task)
-        dataset = load_dataset(spec.dataset or dataset_for_task(task, spec.data_root), spec.data_root, seed=spec.seed)
-        data = task_data(task, dataset, spec.max_train, spec.seed)  # bad data fails before any training
+    def key(self) -> str:
+        """The baseline's identity (:func:`etlbench.identity.identity`); the spec must be :meth:`resolved`."""
+        if not self.data_fingerprint:
+            raise ValueError(f"transfer spec of task {self.task!r} is not resolved: call .resolved() first")
+        return identity("transfer", self)
+
+    @property
+    def data_key(self) -> tuple:
+        """What selects the task's splits: specs with equal keys see the same :class:`TaskData`."""
+        return (self.task, self.dataset, self.data_root, self.max_train, self.seed)
+
+    def load_data(self) -> TaskData:
+        """The task's splits (bad data raises here, before any training)."""
+        task = create_task(self.task)
+        dataset = load_dataset(self.dataset or dataset_for_task(task, self.data_root), self.data_root, self.seed)
+        return task_data(task, dataset, self.max_train, self.seed)
+
+    def input_hw(self, source: SourceNetwork) -> tuple[int, int]:
+        """The input size in pixels: the spec's, else the backbone's."""
+        return (self.input_size, self.input_size) if self.input_size else source.preprocess.input_size
+
+
+def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -> tuple[TaskModel, dict[str, Any]]:
+    """Fit the frozen linear probe, start the head at it, fine-tune the whole network, evaluate on test."""
     task, dataset = data.task, data.dataset
     device = resolve_device(spec.device)
-    source = create_backbone(spec.backbone, spec.backbone_weights).to(device)
-    size = (spec.input_size, spec.input_size) if spec.input_size else source.preprocess.input_size
+    source = source.to(device)
+    size = spec.input_hw(source)
     row: dict[str, Any] = {
-        "task": task.name, "dataset": dataset.name, "synthetic": dataset.synthetic, "backbone": spec.backbone,
-        "seed": spec.seed, "input_size": list(size), "metric_name": task.metric_name,
-        "higher_is_better": task.higher_is_better,
+        "task": task.name, "dataset": dataset.name, "data_fingerprint": dataset.fingerprint,
+        "synthetic": dataset.synthetic, "backbone": spec.backbone, "seed": spec.seed, "input_size": list(size),
+        "metric_name": task.metric_name, "higher_is_better": task.higher_is_better,
         "n_train": len(data.images["train"]), "n_val": len(data.images["val"]), "n_test": len(data.images["test"]),
     }
     if dataset.synthetic:
@@ -75,6 +105,7 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
     start = time.perf_counter()
     test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
     model.cpu()
+    source.cpu()
     row.update({
         "metric": test[task.metric_name], "metrics": test, "val_metric": result.val_metrics[task.metric_name],
         "best_epoch": result.best_epoch, "epochs": spec.train.epochs, "history": result.history,
@@ -83,54 +114,29 @@ def run_transfer(spec: TransferSpec, out_dir: str | Path | None = None, threads:
         "params": measure.count_params(model), "size_bytes": measure.size_bytes(model),
         "macs": measure.count_macs(model, size), "threads": torch.get_num_threads(),
     })
-    if out_dir is not None:
-        path = checkpoint_path(spec, Path(out_dir))
-        row["checkpoint"] = str(path)
-        save_checkpoint(model, row, path)
-    return row
+    return model, row
 
 
-# Fields added after baselines were cached ("section.field" for the training budget): absent from the key while
-# at their default, so that cached checkpoints stay valid.
-_LATER_FIELDS = {"backbone_weights": None, "device": "cpu", "train.probe_head": TrainConfig.probe_head,
-                 "train.balance_convs": TrainConfig.balance_convs}
+def checkpoint_path(spec: TransferSpec, cache_dir: str | Path) -> Path:
+    """Where the baseline of ``spec`` is cached: its task, backbone and seed for people, its identity for the code."""
+    return Path(cache_dir) / f"transfer-{spec.task}-{spec.backbone.replace('/', '_')}-seed{spec.seed}-{spec.key()}.pt"
 
 
-def spec_key(spec: TransferSpec) -> str:
-    """A short stable hash of everything that determines the baseline."""
-    fields = asdict(spec)
-    fields["data_root"] = str(data_root(spec.data_root))
-    if spec.dataset == dataset_for_task(create_task(spec.task), spec.data_root):
-        fields["dataset"] = None  # the task's own dataset, named or not, is one baseline
-    for dotted, default in _LATER_FIELDS.items():
-        *section, name = dotted.split(".")
-        owner = fields[section[0]] if section else fields
-        if owner[name] == default:
-            del owner[name]
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def checkpoint_path(spec: TransferSpec, out_dir: Path) -> Path:
-    backbone = spec.backbone.replace("/", "_")
-    return out_dir / f"transfer-{spec.task}-{backbone}-seed{spec.seed}-{spec_key(spec)}.pt"
-
-
-def save_checkpoint(model: torch.nn.Module, row: dict[str, Any], path: Path) -> Path:
-    """State dict and the result row (as JSON text), loadable with ``torch.load(..., weights_only=True)``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": model.state_dict(), "row": json.dumps(row)}, path)
-    return path
-
-
-def cached_transfer(spec: TransferSpec, cache_dir: str | Path, source: SourceNetwork,
-                    data: TaskData) -> tuple[TaskModel, dict[str, Any]]:
-    """The transfer baseline of ``spec`` (whose source network and task data the caller already holds): read
-    from ``cache_dir`` if trained before, else trained and saved."""
-    path = checkpoint_path(spec, Path(cache_dir))
+def transfer_baseline(spec: TransferSpec, cache_dir: str | Path, source: SourceNetwork | None = None,
+                      data: TaskData | None = None) -> tuple[TaskModel, dict[str, Any]]:
+    """The transfer baseline of ``spec`` (resolved) and its result row: read from ``cache_dir`` when trained
+    before under the same identity, else trained and saved there (a checkpoint that loads with
+    ``torch.load(..., weights_only=True)``). ``source`` and ``data`` spare rebuilding what the caller holds."""
+    source = source if source is not None else create_backbone(spec.backbone, spec.backbone_weights)
+    data = data if data is not None else spec.load_data()
+    path = checkpoint_path(spec, cache_dir)
     if not path.is_file():
-        run_transfer(spec, cache_dir, data=data)
+        model, row = _train_baseline(spec, source, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        row["checkpoint"] = path.name
+        save_pruned(model, str(path), meta={"row": json.dumps(row)})
+        return model.eval(), row
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    row = json.loads(saved["row"])
     model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)
     model.load_state_dict(saved["state_dict"])
-    return model.eval(), row
+    return model.eval(), json.loads(saved["meta"]["row"])

@@ -48,10 +48,9 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class CutPoint:
-    """The output of block ``name`` (index ``index`` in the trunk), with ``channels`` channels."""
+    """The output of block ``name`` of the trunk, with ``channels`` channels."""
 
     name: str
-    index: int
     channels: int
 
 
@@ -76,10 +75,7 @@ class SourceNetwork(nn.Module):
         with torch.inference_mode():
             outs = self.collect(torch.zeros(1, self.preprocess.channels, h, w), names)
         self.train(was_training)
-        return [CutPoint(n, i, int(outs[n].shape[1])) for i, n in enumerate(names)]
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x)
+        return [CutPoint(n, int(outs[n].shape[1])) for n in names]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.embedding(self.blocks(x))

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from etlbench.errors import EtlbenchError
+
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 
 
-class DlibFormatError(ValueError):
+class DlibFormatError(EtlbenchError, ValueError):
     """The file is not the dlib network this reader expects (message names the file and byte offset)."""
 
 

@@ -1,31 +1,47 @@
-"""The canonical dataset format (design.md): one compressed ``.npz`` with uint8 ``images`` N x H x W x C,
+"""The canonical dataset format (docs/design.md): one compressed ``.npz`` with uint8 ``images`` N x H x W x C,
 a ``split`` array (0 train, 1 val, 2 test) and label arrays named by task. Validation happens here,
 before any training, with errors that name the file and the key."""
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from etlbench.errors import DatasetError
+
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
-class DatasetError(ValueError):
-    """A dataset file that is missing or does not follow the canonical format; the message names file and key."""
+def fingerprint(arrays: dict[str, np.ndarray]) -> str:
+    """A short hash of a dataset's content (every array's name, dtype, shape and bytes): result rows and ids name
+    their data by it and by the dataset's name (a file's name, never the folder it lies in)."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}\0{a.dtype.str}\0{a.shape}\0".encode())
+        digest.update(memoryview(a).cast("B"))
+    return digest.hexdigest()[:16]
 
 
 @dataclass
 class FaceData:
-    """The arrays of one dataset, validated; ``synthetic`` marks procedurally generated faces."""
+    """The arrays of one dataset, validated; ``synthetic`` marks procedurally generated faces; ``fingerprint`` is
+    the content hash of the arrays (:func:`fingerprint`), kept when the arrays are dropped for shipping."""
 
     name: str
     arrays: dict[str, np.ndarray]
     source: str
     synthetic: bool = False
     notes: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint and self.arrays:
+            self.fingerprint = fingerprint(self.arrays)
 
     @property
     def images(self) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""The pruning-method API: a method says where it starts and scores the output channels of each layer.
+"""The pruning-method API: a method says where it starts and how it scores the output channels of each layer.
 
 The rest is shared by every method, so the comparison is fair (Blalock et al., MLSys 2020): the same
 selection policy (:func:`etlbench.surgery.prune_to_budget`), the same budget tolerance, the same recovery.
-Writing a criterion takes a few lines (cf. Torch-Pruning's ``Importance``)::
+As in Torch-Pruning, the scoring rule and the algorithm that uses it stay apart: :meth:`PruningMethod.importance`
+returns the scores for one model and context, :meth:`PruningMethod.prune` runs the shared selection, and a method
+keeps no state between calls. Writing a criterion takes a few lines::
 
     from etlbench.methods import PruningMethod, register_method
 
@@ -17,9 +19,11 @@ Writing a criterion takes a few lines (cf. Torch-Pruning's ``Importance``)::
 from __future__ import annotations
 
 import inspect
-from abc import ABC, abstractmethod
+import math
+import types
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -27,21 +31,19 @@ from torch import nn
 
 from etlbench.backbones import SourceNetwork
 from etlbench.data import TaskData
+from etlbench.errors import ConfigError
 from etlbench.registry import METHODS
-from etlbench.surgery import Budget, PruneOutcome, prune_to_budget
+from etlbench.surgery import Budget, PruneOutcome, ScoreFn, prune_to_budget
 from etlbench.train import TaskModel, build_task_model
 
 Policy = Literal["global", "uniform"]
 
 
-class ConfigError(ValueError):
-    """A parameter that a plugin does not take, or a value it cannot use; names the plugin and the key."""
-
-
 @dataclass
 class PruneContext:
     """What a method may read: the task data (train/val only are used), the source network, the input size,
-    the seed, the unpruned transfer baseline's size, and a provider of the transfer-learned model."""
+    the seed, the unpruned transfer baseline's size, a provider of the transfer-learned model, and where a
+    method may cache what its trials share (:meth:`cache_key` names it)."""
 
     data: TaskData
     source: SourceNetwork
@@ -50,24 +52,40 @@ class PruneContext:
     baseline_params: int
     baseline_macs: int
     transfer_model: Callable[[], TaskModel]
+    setting_key: str  # the identity of the trial's setting (task, data, backbone, input size, seed)
     cache_dir: str | None = None
-    log: dict[str, Any] = field(default_factory=dict)
+
+    def baseline_size(self, of: str) -> int:
+        """The unpruned transfer baseline's parameters or MACs: what a budget's compression divides."""
+        return self.baseline_params if of == "params" else self.baseline_macs
+
+    def cache_key(self, kind: str, **params: Any) -> str:
+        """The identity of a method's cached stage (``kind``) with ``params`` in this setting, under this code."""
+        from etlbench.identity import identity
+
+        return identity(kind, {"setting": self.setting_key, **params})
 
 
-class PruningMethod(ABC):
-    """Base class of pruning methods. Subclasses implement :meth:`channel_scores` (higher = keep)."""
+class PruningMethod:
+    """Base class of pruning methods: implement :meth:`channel_scores` (higher = keep), or :meth:`importance`
+    where the scores need the model and the data (gradients, probes). Registration names the class."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by registration (register_method)
     starts_from: ClassVar[Literal["transfer", "source"]] = "transfer"
+    #: Whether the method can choose its own operating point (``compression: auto``, no budget).
+    chooses_operating_point: ClassVar[bool] = False
 
     def __init__(self, policy: Policy = "global", max_layer_ratio: float = 0.95):
         if policy not in ("global", "uniform"):
-            raise ConfigError(f"method {self.name!r}: policy must be 'global' or 'uniform', got {policy!r}")
+            raise self.error("policy", f"must be 'global' or 'uniform', got {policy!r}")
         if not 0 < max_layer_ratio < 1:
-            raise ConfigError(f"method {self.name!r}: max_layer_ratio must be in (0, 1), got {max_layer_ratio}")
+            raise self.error("max_layer_ratio", f"must be in (0, 1), got {max_layer_ratio}")
         self.policy = policy
         self.max_layer_ratio = max_layer_ratio
-        self.fields: dict[str, Any] = {}  # method-specific result columns (e.g. cut_layer)
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A :class:`ConfigError` that names this method and the parameter ``key``."""
+        return ConfigError(f"method {self.name!r}: parameter {key} {message}", key=key)
 
     def start_model(self, ctx: PruneContext) -> TaskModel:
         """The model pruning starts from: the transfer baseline (default) or the source network with a head."""
@@ -75,42 +93,76 @@ class PruningMethod(ABC):
             return ctx.transfer_model()
         return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], seed=ctx.seed)
 
-    def shared_stage(self, ctx: PruneContext) -> None:  # noqa: B027  (optional hook)
-        """Work shared by all trials of this method on one task and seed (e.g. ETL's probes): the runner calls it
+    def shared_stage(self, ctx: PruneContext) -> None:  # optional hook
+        """Work shared by all trials of this method on one setting (e.g. ETL's probes): the runner calls it
         once before them; it should cache its result under ``ctx.cache_dir`` for the trials to read."""
 
-    def prepare(self, model: TaskModel, ctx: PruneContext) -> None:  # noqa: B027  (optional hook)
-        """Called once before scoring (e.g. to accumulate gradients)."""
-
-    @abstractmethod
     def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
         """Importance of each output channel of ``layer`` (module ``name`` of the model); ``None``: no opinion."""
+        raise NotImplementedError(f"method {self.name!r} implements neither channel_scores nor importance")
 
-    def prune(self, model: TaskModel, ctx: PruneContext, budget: Budget) -> PruneOutcome:
-        self.prepare(model, ctx)
-        baseline = ctx.baseline_params if budget.of == "params" else ctx.baseline_macs
-        return prune_to_budget(model, self.channel_scores, budget, baseline, ctx.size, policy=self.policy,
-                               max_layer_ratio=self.max_layer_ratio)
+    def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
+        """The scoring rule for ``model`` in ``ctx``: a function (layer name, layer) -> a score per output
+        channel. Default: :meth:`channel_scores`, which needs neither."""
+        return self.channel_scores
+
+    def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
+        """Start, score and prune to ``budget`` with the shared selection (``None``: the method's own point)."""
+        if budget is None:
+            raise ConfigError(f"method {self.name!r} cannot choose its own operating point: give a compression")
+        model = self.start_model(ctx)
+        return prune_to_budget(model, self.importance(model, ctx), budget, ctx.baseline_size(budget.of), ctx.size,
+                               policy=self.policy, max_layer_ratio=self.max_layer_ratio)
 
 
 def method_parameters(cls: type[PruningMethod]) -> dict[str, inspect.Parameter]:
-    """The keyword parameters a method takes (its own and its bases')."""
+    """The keyword parameters a method takes (its own and its bases'), with their type hints as annotations."""
     params: dict[str, inspect.Parameter] = {}
     for klass in reversed(cls.__mro__):
         if "__init__" in vars(klass) and issubclass(klass, PruningMethod):
+            hints = typing.get_type_hints(klass.__init__)
             for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                    params[p.name] = p
+                    params[p.name] = p.replace(annotation=hints.get(p.name, p.annotation))
     return params
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the simple type ``hint`` (numbers, strings, booleans, literals, unions)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (bool, str, type(None)):
+        return isinstance(value, hint)
+    return True  # a type this check does not know: the method's own validation decides
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    return {float: "a finite number", int: "an integer", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, str(hint))
+
+
 def create_method(name: str, **params: Any) -> PruningMethod:
-    """A configured method; a parameter it does not take is an error naming the method and the key."""
+    """A configured method; a parameter it does not take, or a value of the wrong type, is a
+    :class:`ConfigError` that names the method and the key (``err.key``)."""
     cls = METHODS.get(name)
     known = method_parameters(cls)
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ConfigError(f"method {name!r} does not take parameter(s) {unknown}; it takes: {sorted(known) or 'none'}")
-    method = cls(**params)
-    method.name = name
-    return method
+    for key, value in params.items():
+        if key not in known:
+            raise ConfigError(f"method {name!r} does not take parameter {key!r}; it takes: {sorted(known) or 'none'}",
+                              key=key)
+        hint = known[key].annotation
+        if hint is not inspect.Parameter.empty and not _fits(value, hint):
+            raise ConfigError(f"method {name!r}: parameter {key} must be {_describe(hint)}, got {value!r}", key=key)
+    return cls(**params)

@@ -9,6 +9,7 @@ from torch import nn
 
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
 from etlbench.registry import register_method
+from etlbench.surgery import ScoreFn
 from etlbench.train import TaskModel, iterate_batches, set_train_mode
 
 
@@ -28,10 +29,11 @@ class Taylor(PruningMethod):
 
     def __init__(self, batches: int = 16, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
+        if batches < 1:
+            raise self.error("batches", f"must be at least 1, got {batches}")
         self.batches = batches
-        self._grads: dict[str, torch.Tensor] = {}
 
-    def prepare(self, model: TaskModel, ctx: PruneContext) -> None:
+    def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
         data, rng = ctx.data, torch.Generator().manual_seed(ctx.seed)
         x_train, y_train = data.images["train"], data.targets["train"]
         order = torch.randperm(len(x_train), generator=rng).numpy()
@@ -42,23 +44,25 @@ class Taylor(PruningMethod):
                 break
             x = ctx.source.preprocess(torch.from_numpy(x_train[b]), ctx.size)
             data.task.loss(model(x), torch.from_numpy(y_train[b])).backward()
-        self._grads = {n: m.weight.grad.detach().clone() for n, m in model.named_modules()
-                       if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.grad is not None}
+        grads = {n: m.weight.grad.detach().clone() for n, m in model.named_modules()
+                 if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.grad is not None}
         model.zero_grad(set_to_none=True)
         model.eval()
 
-    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
-        grad = self._grads.get(name)
-        return None if grad is None else (grad * layer.weight.detach()).flatten(1).sum(1).pow(2)
+        def scores(name: str, layer: nn.Module) -> torch.Tensor | None:
+            grad = grads.get(name)
+            return None if grad is None else (grad * layer.weight.detach()).flatten(1).sum(1).pow(2)
+
+        return scores
 
 
 @register_method("random")
 class Random(PruningMethod):
-    """Random filter scores (seeded per layer): the floor any criterion must beat."""
+    """Random filter scores (seeded per layer and trial seed): the floor any criterion must beat."""
 
-    def prepare(self, model: TaskModel, ctx: PruneContext) -> None:
-        self._seed = ctx.seed
+    def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
+        def scores(name: str, layer: nn.Module) -> torch.Tensor:
+            rng = torch.Generator().manual_seed(zlib.crc32(f"{ctx.seed}:{name}".encode()))
+            return torch.rand(layer.weight.shape[0], generator=rng)
 
-    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor:
-        rng = torch.Generator().manual_seed(zlib.crc32(f"{self._seed}:{name}".encode()))
-        return torch.rand(layer.weight.shape[0], generator=rng)
+        return scores

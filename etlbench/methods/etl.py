@@ -2,7 +2,7 @@
 
 John, Dua, Balasubramanian, Jawahar, "ETL: Efficient Transfer Learning for Face Tasks", VISAPP 2022, after
 "Low-Cost Transfer Learning of Face Tasks" (arXiv 1901.02675). The operational definition of
-``shared/docs/etl-method.md``: probe the frozen source network with linear models, cut it after the
+``docs/etl-method.md``: probe the frozen source network with linear models, cut it after the
 shallowest layer whose probe is within ``epsilon`` of the best, score each filter by how much the probe
 reads it, keep the most important filters to the budget, attach a new head and recover. No transfer
 learning is needed before pruning.
@@ -10,10 +10,8 @@ learning is needed before pruning.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +22,7 @@ from torch import nn
 from etlbench import measure
 from etlbench.backbones import ChannelPad, SourceNetwork
 from etlbench.measure import eval_mode
-from etlbench.methods.base import ConfigError, Policy, PruneContext, PruningMethod
+from etlbench.methods.base import Policy, PruneContext, PruningMethod
 from etlbench.probe import PROBE_TOL, fit_probe, probe_outputs, probe_strength
 from etlbench.registry import register_method
 from etlbench.surgery import Budget, PruneOutcome, prune_channels, prune_to_budget
@@ -42,6 +40,14 @@ class ProbeReport:
     strength: float
     seconds: float
     samples: int
+
+    def best_score(self, higher_is_better: bool) -> float:
+        return max(self.cut_scores.values()) if higher_is_better else min(self.cut_scores.values())
+
+    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
+        """The probe's coefficient norms of a conv's filters (model module names are relative to the trunk)."""
+        scores = self.importance.get(name.removeprefix("trunk."))
+        return None if scores is None else torch.from_numpy(scores)
 
 
 def _probe_score(task: Task, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
@@ -92,28 +98,27 @@ class ETL(PruningMethod):
     probe subset that scores the cut-point probes; ``policy``/``max_layer_ratio`` the shared selection policy."""
 
     starts_from = "source"
+    chooses_operating_point = True  # compression auto: the epsilon rule also picks the filter fraction
 
     def __init__(self, probe_samples: int = 2000, epsilon: float = 0.01,
                  descriptor: Literal["mean", "max"] = "mean", holdout: float = 0.2,
                  policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
-        if descriptor not in ("mean", "max"):
-            raise ConfigError(f"method 'etl': descriptor must be 'mean' or 'max', got {descriptor!r}")
-        if not 0 < holdout < 1 or epsilon < 0 or probe_samples < 50:
-            raise ConfigError(f"method 'etl': need 0 < holdout < 1, epsilon >= 0, probe_samples >= 50; got "
-                              f"holdout={holdout}, epsilon={epsilon}, probe_samples={probe_samples}")
+        for key, value, ok, expected in (
+                ("descriptor", descriptor, descriptor in ("mean", "max"), "'mean' or 'max'"),
+                ("holdout", holdout, 0 < holdout < 1, "in (0, 1)"), ("epsilon", epsilon, epsilon >= 0, "at least 0"),
+                ("probe_samples", probe_samples, probe_samples >= 50, "at least 50")):
+            if not ok:
+                raise self.error(key, f"must be {expected}, got {value!r}")
         self.probe_samples, self.epsilon, self.descriptor, self.holdout = probe_samples, epsilon, descriptor, holdout
-        self.report: ProbeReport | None = None
 
     # ---- 1. cross-task probing ----------------------------------------------------------------------
     def _cache_path(self, ctx: PruneContext) -> Path | None:
         if ctx.cache_dir is None:
             return None
-        key = json.dumps(["probe-v3", ctx.data.task.name, ctx.data.dataset.source, ctx.source.name,
-                          ctx.source.description, ctx.seed,
-                          list(ctx.size), self.probe_samples, self.descriptor, self.holdout,
-                          len(ctx.data.images["train"])])
-        return Path(ctx.cache_dir) / f"etl-probes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        key = ctx.cache_key("etl-probes", probe_samples=self.probe_samples, descriptor=self.descriptor,
+                            holdout=self.holdout)
+        return Path(ctx.cache_dir) / f"etl-probes-{key}.npz"
 
     def _probe_subset(self, ctx: PruneContext) -> tuple[np.ndarray, np.ndarray]:
         """The seeded subset of training images (and targets) that every probe of this method reads."""
@@ -152,79 +157,68 @@ class ETL(PruningMethod):
         return report
 
     def shared_stage(self, ctx: PruneContext) -> None:
-        """Probe once per task, backbone and seed (cached) before the trials that read the probes."""
+        """Probe once per setting (cached) before the trials that read the probes."""
         self.probe(ctx)
 
     # ---- 2. depth -----------------------------------------------------------------------------------
     def epsilon_cut(self, report: ProbeReport, higher_is_better: bool) -> str:
         """The shallowest cut point whose probe is within ``epsilon`` (relative) of the best one."""
-        scores = report.cut_scores
-        best = max(scores.values()) if higher_is_better else min(scores.values())
-        for cut, s in scores.items():
-            if (s >= best * (1 - self.epsilon)) if higher_is_better else (s <= best * (1 + self.epsilon)):
-                return cut
-        raise AssertionError("the best cut point satisfies its own rule")
+        best = report.best_score(higher_is_better)
+        return next(cut for cut, s in report.cut_scores.items() if self._within(s, best, higher_is_better))
 
-    def start_model(self, ctx: PruneContext) -> TaskModel:
-        self.report = self.probe(ctx)
-        self.cut = self.epsilon_cut(self.report, ctx.data.task.higher_is_better)
-        self.fields.update(cut_layer=self.cut, probe_seconds=self.report.seconds, probe_samples=self.report.samples,
-                           probe_strength=self.report.strength,
-                           probe_cut_score=self.report.cut_scores[self.cut],
-                           probe_best_score=max(self.report.cut_scores.values()) if ctx.data.task.higher_is_better
-                           else min(self.report.cut_scores.values()))
-        self._ctx = ctx
-        return self._truncated(self.cut)
+    def _within(self, score: float, best: float, higher_is_better: bool) -> bool:
+        return score >= best * (1 - self.epsilon) if higher_is_better else score <= best * (1 + self.epsilon)
 
-    def _truncated(self, cut: str) -> TaskModel:
-        ctx = self._ctx
+    @staticmethod
+    def _truncated(ctx: PruneContext, cut: str) -> TaskModel:
         return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
 
-    # ---- 3. filter importance -----------------------------------------------------------------------
-    def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor | None:
-        """The probe's coefficient norms of this conv's filters (module names are relative to the trunk)."""
-        scores = self.report.importance.get(name.removeprefix("trunk."))
-        return None if scores is None else torch.from_numpy(scores)
-
-    # ---- 4. selection -------------------------------------------------------------------------------
-    def prune(self, model: TaskModel, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
-        """Truncate at the epsilon cut (deeper if the cut alone already undershoots the budget), then select
-        filters to the budget. Without a budget, the epsilon rule also picks the filters (budget-free mode)."""
+    # ---- 3. filter importance and 4. selection ------------------------------------------------------
+    def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
+        """Probe (or read the probes), cut at the epsilon rule, score filters by the probes' coefficients and
+        select them to the budget; without a budget the epsilon rule also picks the filters (budget-free)."""
+        report = self.probe(ctx)
+        higher = ctx.data.task.higher_is_better
+        cut = self.epsilon_cut(report, higher)
+        fields = dict(probe_seconds=report.seconds, probe_samples=report.samples, probe_strength=report.strength,
+                      probe_cut_score=report.cut_scores[cut], probe_best_score=report.best_score(higher))
         if budget is None:
-            return self._budget_free(model, ctx)
-        baseline = ctx.baseline_params if budget.of == "params" else ctx.baseline_macs
-        floor = baseline / budget.compression * (1 - budget.tolerance)
-        names = list(self.report.cut_scores)
-        for cut in names[names.index(self.cut):]:
-            if cut != self.cut:
-                model = self._truncated(cut)
+            outcome = self._budget_free(ctx, report, cut)
+        else:
+            model, cut = self._deep_enough(ctx, report, cut, budget)
+            outcome = prune_to_budget(model, report.channel_scores, budget, ctx.baseline_size(budget.of), ctx.size,
+                                      policy=self.policy, max_layer_ratio=self.max_layer_ratio)
+        return replace(outcome, fields={**fields, "cut_layer": cut, **outcome.fields})
+
+    def _deep_enough(self, ctx: PruneContext, report: ProbeReport, cut: str, budget: Budget) -> tuple[TaskModel, str]:
+        """The model truncated at ``cut``, or deeper where the cut alone already undershoots the budget."""
+        floor = ctx.baseline_size(budget.of) / budget.compression * (1 - budget.tolerance)
+        names = list(report.cut_scores)
+        for deeper in names[names.index(cut):]:
+            model = self._truncated(ctx, deeper)
             size = measure.count_params(model) if budget.of == "params" else measure.count_macs(model, ctx.size)
             if size >= floor:
                 break
-        self.fields["cut_layer"] = cut
-        return prune_to_budget(model, self.channel_scores, budget, baseline, ctx.size, policy=self.policy,
-                               max_layer_ratio=self.max_layer_ratio)
+        return model, deeper
 
-    def _budget_free(self, model: TaskModel, ctx: PruneContext) -> PruneOutcome:
+    def _budget_free(self, ctx: PruneContext, report: ProbeReport, cut: str) -> PruneOutcome:
         """Keep the smallest fraction of the cut layer's filters (by importance) whose probe stays within
         ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
         task = ctx.data.task
         images, y = self._probe_subset(ctx)
-        cut_x, _ = _descriptors(ctx.source, images, ctx.size, [self.cut], self.descriptor, with_convs=False)
-        x = cut_x[self.cut]
+        cut_x, _ = _descriptors(ctx.source, images, ctx.size, [cut], self.descriptor, with_convs=False)
+        x = cut_x[cut]
         n_fit = round(len(y) * (1 - self.holdout))
-        strength = self.report.strength
-        order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, strength))
-        full = self.report.cut_scores[self.cut]
+        order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, report.strength))
+        full = report.cut_scores[cut]
         keep = 1.0
         for fraction in np.arange(0.1, 1.0, 0.1):
             cols = order[: max(1, round(fraction * x.shape[1]))]
-            s = _probe_score(task, x[:n_fit, cols], y[:n_fit], x[n_fit:, cols], y[n_fit:], ctx.seed, strength)
-            if (s >= full * (1 - self.epsilon)) if task.higher_is_better else (s <= full * (1 + self.epsilon)):
+            s = _probe_score(task, x[:n_fit, cols], y[:n_fit], x[n_fit:, cols], y[n_fit:], ctx.seed, report.strength)
+            if self._within(s, full, task.higher_is_better):
                 keep = float(fraction)
                 break
-        self.fields["kept_fraction"] = keep
-        pruned = prune_channels(model, self.channel_scores, 1 - keep, ctx.size, policy="uniform",
-                                max_layer_ratio=self.max_layer_ratio)
+        pruned = prune_channels(self._truncated(ctx, cut), report.channel_scores, 1 - keep, ctx.size,
+                                policy="uniform", max_layer_ratio=self.max_layer_ratio)
         return PruneOutcome(pruned, "ok", "", measure.count_params(pruned), measure.count_macs(pruned, ctx.size),
-                            1 - keep)
+                            fields={"kept_fraction": keep})

@@ -1,78 +1,102 @@
 """Reports of a results database: the tidy trial table, the leaderboard (Markdown, CSV, HTML) and figures.
 
-Python API::
+A report never averages rows that do not belong together: each (experiment, backbone) is its own section,
+of one code version (the newest unless ``code_version`` says otherwise), and the page says which rows it left
+out and why (:mod:`etlbench.report.scope`). Python API::
 
     from etlbench.report import load_results, write_report
-    df = load_results("runs/quick")        # one row per trial, the columns of design.md first
+    df = load_results("runs/quick")        # one row per trial, the columns of docs/design.md first
     write_report("runs/quick")             # leaderboard.md/.csv/.html and figures/ in that folder
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from etlbench.runner.store import ResultsStore
+from etlbench.errors import ReportError
+from etlbench.report.scope import select
+from etlbench.results import ResultsStore
+
+__all__ = ["ReportError", "load_results", "write_report"]
 
 FORMATS = ("png", "svg", "pdf")
 _BUDGET = ("epochs", "max_steps", "batch_size", "lr")
-
-
-class ReportError(ValueError):
-    """A results folder that cannot be reported on; the message names it and says why."""
 
 
 def load_results(out_dir: str | Path) -> pd.DataFrame:
     """Every trial of ``out_dir``/results.sqlite as one tidy DataFrame (see :meth:`ResultsStore.frame`)."""
     path = Path(out_dir) / "results.sqlite"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no results database (run `etlbench run --out {out_dir}` first)")
+        raise ReportError(f"{path}: no results database (run `etlbench run --out {out_dir}` first)")
     with ResultsStore(path) as store:
         return store.frame()
 
 
-def _conditions(out_dir: Path) -> tuple[str, str]:
-    with ResultsStore(out_dir / "results.sqlite") as store:
-        runs = store.runs()
-    if not runs:
-        return str(out_dir), ""
-    spec, env = runs[-1]["spec"], runs[-1]["environment"]
+def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], code: str) -> tuple[str, str]:
+    """The title and the conditions line of one section, from the runs of its experiment and backbone."""
+    experiment, backbone = key
+    own = [r for r in runs if r["spec"].get("name") == experiment and r["spec"].get("backbone") == backbone]
+    title = f"{experiment}: {backbone}"
+    if not own:
+        return title, f"Code {code}."
+    spec, env = own[-1]["spec"], own[-1]["environment"]
     budget = ", ".join(f"{k} {spec.get('recovery', {}).get(k)}" for k in _BUDGET)
     measure = spec.get("measure", {})
-    return (f"{spec.get('name', out_dir.name)}: {spec.get('backbone')}",
-            f"Backbone {spec.get('backbone')}, seeds {spec.get('seeds')}, train subset "
-            f"{spec.get('max_train') or 'all'}, recovery ({budget}); "
-            f"{len(runs)} run(s), the last on {env.get('cpu')} ({env.get('usable_cores')} usable cores), torch "
-            f"{env.get('torch')}, {env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency "
-            f"with {measure.get('threads')} thread(s) at batches {measure.get('batches')}, measured alone.")
+    return (title,
+            f"Code {code}. Backbone {backbone}, seeds {spec.get('seeds')}, train subset "
+            f"{spec.get('max_train') or 'all'}, recovery ({budget}); {len(own)} run(s) of this experiment, the last on "
+            f"{env.get('cpu')} ({env.get('usable_cores')} usable cores), torch {env.get('torch')}, "
+            f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
+            f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, measured alone.")
+
+
+def _slug(key: tuple[str, str]) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(key))
 
 
 def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = True,
-                 formats: tuple[str, ...] = ("png", "svg")) -> dict[str, Any]:
-    """Write leaderboard.md, leaderboard.csv, leaderboard.html and figures/ into ``out_dir``; returns what was
-    written and how long it took."""
+                 formats: tuple[str, ...] = ("png", "svg"), code_version: str | None = None,
+                 backbone: str | None = None, experiment: str | None = None) -> dict[str, Any]:
+    """Write leaderboard.md, leaderboard.csv, leaderboard.html and figures/ into ``out_dir`` (one section per
+    experiment and backbone; with several, their figures go to figures/EXPERIMENT-BACKBONE/); returns what was
+    written, the rows left out and how long it took."""
     from etlbench.report.figures import write_figures
-    from etlbench.report.page import build, to_html, to_markdown
+    from etlbench.report.page import build, html_page, to_html, to_markdown
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
     trials = load_results(out_dir)
     if trials.empty:
         raise ReportError(f"{out_dir / 'results.sqlite'}: no trials stored yet, nothing to report")
-    title, conditions = _conditions(out_dir)
+    selection = select(trials, code_version=code_version, backbone=backbone, experiment=experiment)
+    with ResultsStore(out_dir / "results.sqlite") as store:
+        runs = store.runs()
     written: list[Path] = []
-    figure_files = write_figures(trials, out_dir / "figures", formats=tuple(set(formats) | {"png"})) \
-        if figures and (trials["status"] == "ok").any() else sorted((out_dir / "figures").glob("*.png"))
-    written += figure_files if figures else []
+    markdown, html, csv = [], [], []
+    for key, part in selection.sections:
+        fig_dir = out_dir / "figures" / (_slug(key) if len(selection.sections) > 1 else "")
+        title, conditions = _conditions(runs, key, part["code_version"].iloc[0])
+        if figures and (part["status"] == "ok").any():
+            figure_files = write_figures(part, fig_dir, formats=tuple(set(formats) | {"png"}))
+            written += figure_files
+        else:
+            figure_files = sorted(fig_dir.glob("*.png"))
+        report = build(part)
+        markdown.append(to_markdown(report, title, conditions, [str(f.relative_to(out_dir)) for f in figure_files
+                                                                 if f.suffix == ".png"]))
+        html.append(to_html(report, title, conditions, figure_files))
+        csv.append(report["summary"].merge(report["scores"], on=["task", "method"], how="left")
+                   .assign(experiment=key[0], backbone=key[1], code_version=part["code_version"].iloc[0]))
     if tables:
-        report = build(trials)
-        rel = [str(f.relative_to(out_dir)) for f in figure_files if f.suffix == ".png"]
-        (out_dir / "leaderboard.md").write_text(to_markdown(report, title, conditions, rel))
-        report["summary"].merge(report["scores"], on=["task", "method"], how="left").to_csv(
-            out_dir / "leaderboard.csv", index=False)
-        (out_dir / "leaderboard.html").write_text(to_html(report, title, conditions, figure_files))
+        notes = ["## Rows left out", "", *[f"- {n}" for n in selection.left_out], ""] if selection.left_out else []
+        (out_dir / "leaderboard.md").write_text("\n".join(notes + markdown))
+        pd.concat(csv).to_csv(out_dir / "leaderboard.csv", index=False)
+        (out_dir / "leaderboard.html").write_text(html_page(html, selection.left_out))
         written += [out_dir / f"leaderboard.{s}" for s in ("md", "csv", "html")]
-    return {"written": [str(p) for p in written], "seconds": time.perf_counter() - start}
+    return {"written": [str(p) for p in written], "left_out": selection.left_out,
+            "sections": [list(k) for k, _ in selection.sections], "seconds": time.perf_counter() - start}

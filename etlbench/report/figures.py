@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from etlbench.registry import METHODS
 from etlbench.report.leaderboard import COSTS, summarize, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
@@ -34,8 +33,8 @@ PNG_DPI = 150
 
 
 def method_styles(methods: list[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
-    """A fixed colour and marker per method: registered methods in registry order first, then the others."""
-    order = [m for m in METHODS.names() if m in methods] + sorted(set(methods) - set(METHODS.names()))
+    """A fixed colour and marker per method, in name order (the report reads no plugin code to choose them)."""
+    order = sorted(set(methods))
     palette = sns.color_palette("colorblind", max(len(order), 1))
     return {m: (palette[i % len(palette)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(order)}
 

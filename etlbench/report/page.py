@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,16 @@ import yaml
 
 from etlbench.report.leaderboard import headline, method_scores, overall_ranks, summarize, with_pareto
 
+#: The published reference points with their citations: baselines/ at the top of the repository.
+PUBLISHED = Path(__file__).resolve().parents[2] / "baselines" / "published.yaml"
+
 
 def published() -> list[dict[str, Any]]:
-    """The seed papers' published figures (``published.yaml``)."""
-    return yaml.safe_load(resources.files("etlbench.report").joinpath("published.yaml").read_text())
+    """The published reference points (``baselines/published.yaml``), or one row saying they were not found
+    (a non-editable install has no repository around it)."""
+    if not PUBLISHED.is_file():
+        return [{"source": f"not found: {PUBLISHED} (read the published figures in the repository's baselines/)"}]
+    return yaml.safe_load(PUBLISHED.read_text())
 
 
 def _num(x: float, spec: str = ".4g") -> str:
@@ -185,8 +190,8 @@ _SUMMARIES = (("Headline: the best method at the largest compressions", "headlin
               ("Budget-free operating points (the method chose its compression)", "operating_points"))
 
 _SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th, i) => th.addEventListener('click', () => {
-  const body = th.closest('table').tBodies[0];
+document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
+  const i = th.cellIndex, body = th.closest('table').tBodies[0];
   const rows = Array.from(body.rows);
   const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
   const key = r => { const t = r.cells[i].innerText; const n = parseFloat(t); return isNaN(n) ? t : n; };
@@ -211,8 +216,9 @@ def _embed(path: Path) -> str:
 
 
 def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[Path]) -> str:
+    """One section of the page (an experiment on a backbone): its tables and embedded figures."""
     warning = f"<p><strong>{html.escape(report['synthetic'])}</strong></p>" if report["synthetic"] else ""
-    parts = [f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", warning,
+    parts = [f"<section><h1>{html.escape(title)}</h1>", f"<p>{html.escape(conditions)}</p>", warning,
              f"<p>{html.escape(_INTRO)}</p>",
              "<h2>Overall: mean rank across tasks</h2>", _html_table(report["overall"])]
     parts += [f"<h2>{html.escape(heading)}</h2>{_html_table(report[key])}" for heading, key in _SUMMARIES
@@ -226,10 +232,17 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
         parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
     parts += ["<h2>All tasks</h2>"] + [_embed(f) for f in pngs if not f.name.startswith(tuple(report["tasks"]))]
     parts += ["<h2>Published figures (from the papers, not measured here)</h2>",
-              _html_table(_published(report))]
+              _html_table(_published(report)), "</section>"]
+    return "".join(parts)
+
+
+def html_page(sections: list[str], left_out: list[str]) -> str:
+    """The self-contained page: the rows left out (if any), then every section."""
+    notes = ("<h2>Rows left out</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in left_out) + "</ul>"
+             if left_out else "")
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;"
              "text-align:left}th{cursor:pointer;background:#f4f4f4}img{max-width:100%}figure{display:inline-block;"
              "margin:.5em}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>{''.join(parts)}<script>{_SORT_JS}</script></body></html>")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>etlbench leaderboard</title>"
+            f"<style>{style}</style></head><body>{notes}{''.join(sections)}<script>{_SORT_JS}</script></body></html>")

@@ -1,7 +1,8 @@
-"""Run an experiment on Ray (design.md): shared stages once, trials in parallel, measurement alone.
+"""Run an experiment on Ray (docs/design.md): shared stages once, trials in parallel, measurement alone.
 
-1. **Plan and check** (driver, before anything long): expand the spec into trials, drop those the database
-   already holds as final (``--resume``), load each task's data once (a bad dataset fails here).
+1. **Plan and check** (driver, before anything long): expand the spec into trials (:func:`etlbench.plan.plan`),
+   drop those the database already holds as final (``--resume``), load each task's data once (a bad dataset fails
+   here).
 2. **Shared stages** (Ray tasks): the transfer baseline per task and seed, then each method's
    :meth:`~etlbench.methods.PruningMethod.shared_stage` (ETL's probes) per task and seed; both are cached under
    ``DIR/cache`` and the trials wait for them. Each task's data is in the object store once, passed by reference.
@@ -10,12 +11,13 @@
    that raises becomes a ``failed`` row; a worker that dies is retried by Ray.
 4. **Measurement** (driver, after Ray has stopped, so it has the machine to itself): each transfer baseline once,
    then every trained model, under the spec's measurement settings; rows become ``ok``.
-5. **Outputs**: ``results.csv`` (the columns of design.md) and ``leaderboard.md``.
+5. **Outputs**: ``results.csv`` (the columns of docs/design.md) and the report (``leaderboard.md``...).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import os
 import platform
 import socket
@@ -30,25 +32,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 import etlbench
-from etlbench import code_version, measure
-from etlbench.config import ExperimentSpec
+from etlbench import measure
 from etlbench.data import TaskData
+from etlbench.errors import RunnerError
+from etlbench.identity import RESULTS_LIBRARIES, code_version
 from etlbench.methods import METHODS, PruningMethod
+from etlbench.model_io import save_pruned
+from etlbench.plan import ExperimentSpec, plan
 from etlbench.report import write_report
-from etlbench.runner.store import FINAL, ResultsStore, RunnerError
-from etlbench.surgery import save_pruned
+from etlbench.results import FINAL, ResultsStore, failed_row, failure, header
 from etlbench.trial import (
     TrialSpec,
-    configure_method,
-    load_baseline,
+    baseline_model,
     load_pruned_model,
-    load_trial_data,
-    measure_model,
     measured_fields,
     shared_stage,
     train_trial,
-    transfer_spec,
-    trial_header,
 )
 
 
@@ -77,28 +76,14 @@ class RunSummary:
     busy_cores_before_measure: float = float("nan")  # cores busy (all processes) just before measuring
 
 
-def _spec_dict(t: TrialSpec) -> dict[str, Any]:
-    return {**dataclasses.asdict(t), "code_version": code_version()}
-
-
-def _data_key(t: TrialSpec) -> tuple:
-    return (t.task, t.dataset, t.data_root, t.max_train, t.seed)
-
-
 def _shares(t: TrialSpec) -> bool:
     """Whether the trial's method has a shared stage (it overrides :meth:`PruningMethod.shared_stage`)."""
     return METHODS.get(t.method).shared_stage is not PruningMethod.shared_stage
 
 
 def _shared_key(t: TrialSpec) -> tuple:
-    return (t.method, tuple(sorted((k, repr(v)) for k, v in t.method_params.items())), _data_key(t),
-            transfer_spec(t))
-
-
-def _failed_row(t: TrialSpec, err: BaseException) -> dict[str, Any]:
-    return {**trial_header(t), "status": "failed",
-            "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
-            "traceback": str(err)}
+    """Trials with equal keys share one method stage: the same method, parameters and setting."""
+    return (t.method, repr(sorted(t.method_params.items())), t.setting.key())
 
 
 # ---- Ray tasks (plain functions; wrapped with ray.remote when a run starts) -------------------------------
@@ -113,7 +98,7 @@ def check_code(driver_code: str) -> None:
 
 
 def _stage_task(stage: Callable[..., Any], t: TrialSpec, data: TaskData, cache: str, code: str, *_deps: float) -> float:
-    """Run a shared stage (``load_baseline`` or ``shared_stage``) after its dependencies; its seconds."""
+    """Run a shared stage (``baseline_model`` or ``shared_stage``) after its dependencies; its seconds."""
     check_code(code)
     start = time.perf_counter()
     stage(t, cache, data)
@@ -125,7 +110,13 @@ def _trial_task(t: TrialSpec, data: TaskData, cache: str, models: str, tracker: 
     check_code(code)
     tracker.started.remote(t.trial_id())
     start = time.perf_counter()
-    row, model = train_trial(t, cache, data)
+    row = header(t)
+    try:
+        fields, model = train_trial(t, cache, data)
+        row.update(fields)
+    except Exception as err:  # one failed trial never ends a sweep: it becomes a row that says why
+        row.update(failure(err))
+        model = None
     if model is not None:
         path = Path(models) / f"{row['trial_id']}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,18 +144,10 @@ class _Tracker:
 
 def environment(workers: int, threads: int, address: str | None) -> dict[str, Any]:
     """The conditions of a run: machine, versions, parallelism."""
-    import numpy
-
-    return {**measure.machine_info(), "host": socket.gethostname(), "python": platform.python_version(),
-            "ray": ray.__version__, "numpy": numpy.__version__,
-            "etlbench": code_version(), "workers": workers, "threads_per_trial": threads,
+    libraries = {name: importlib.metadata.version(name) for name in ("numpy", *RESULTS_LIBRARIES)}
+    return {**libraries, **measure.machine_info(), "host": socket.gethostname(), "python": platform.python_version(),
+            "ray": ray.__version__, "etlbench": code_version(), "workers": workers, "threads_per_trial": threads,
             "ray_address": address or "local"}
-
-
-def _progress(show: bool, console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"), TimeElapsedColumn(),
-                    TextColumn("left"), TimeRemainingColumn(), console=console, disable=not show)
 
 
 def _row_line(row: dict[str, Any]) -> str:
@@ -193,24 +176,163 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
                           f"(`ray start --head`), and is this its GCS address?") from err
 
 
+@dataclasses.dataclass
+class Run:
+    """One sitting of an experiment: the driver's state that the trial and measurement stages share."""
+
+    spec: ExperimentSpec
+    out: Path
+    store: ResultsStore
+    run_id: int
+    data: dict[tuple, TaskData]
+    summary: RunSummary
+    console: Console
+    show_progress: bool
+
+    @property
+    def cache(self) -> Path:
+        return self.out / "cache"
+
+    def put(self, t: TrialSpec, row: dict[str, Any]) -> None:
+        """Store ``row`` of trial ``t`` (one transaction) and print its line."""
+        start = time.perf_counter()
+        self.store.put(row, t, self.run_id, self.spec.name)
+        self.summary.store_seconds += time.perf_counter() - start
+
+    def progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("running {task.fields[running]}  failed {task.fields[failed]}"),
+                        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=self.console,
+                        disable=not self.show_progress)
+
+    # ---- 2 and 3: shared stages and trials on Ray ---------------------------------------------------------
+    def train(self, trials: list[TrialSpec], address: str | None) -> None:
+        start = time.perf_counter()
+        started_here = not ray.is_initialized()
+        if started_here:
+            local = {} if address else {"num_cpus": self.summary.workers * self.spec.threads,
+                                        "include_dashboard": False}
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
+            except (ConnectionError, RuntimeError) as err:
+                raise RunnerError(f"cannot {'join the Ray cluster at ' + address if address else 'start a local Ray'}:"
+                                  f" {str(err).strip().splitlines()[-1]} (a cluster with token authentication needs "
+                                  f"its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)") from err
+        self.summary.ray_start_seconds = time.perf_counter() - start
+        try:
+            self._collect(self._submit(trials))
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _submit(self, trials: list[TrialSpec]) -> tuple[dict[ray.ObjectRef, TrialSpec], list[ray.ObjectRef], Any]:
+        """Submit each setting's baseline stage, each method's shared stage and every trial after its stages."""
+        options = {"num_cpus": self.spec.threads, "num_gpus": self.spec.gpus}
+        stage = ray.remote(_stage_task).options(**options, max_retries=2)
+        trial = ray.remote(_trial_task).options(**options, max_retries=2)
+        tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
+        code, cache, models = code_version(), str(self.cache), str(self.out / "models")
+        data_refs = {k: ray.put(self.data[k].portable()) for k in {t.setting.data_key for t in trials}}
+        stages: dict[Any, ray.ObjectRef] = {}
+        pending: dict[ray.ObjectRef, TrialSpec] = {}
+        for t in trials:
+            d, base_key = data_refs[t.setting.data_key], t.setting.key()
+            if base_key not in stages:
+                stages[base_key] = stage.remote(baseline_model, t, d, cache, code)
+            deps = [stages[base_key]]
+            if _shares(t):
+                key = _shared_key(t)
+                if key not in stages:
+                    stages[key] = stage.remote(shared_stage, t, d, cache, code, stages[base_key])
+                deps.append(stages[key])
+            pending[trial.remote(t, d, cache, models, tracker, code, *deps)] = t
+        return pending, list(stages.values()), tracker
+
+    def _collect(self, submitted: tuple[dict[ray.ObjectRef, TrialSpec], list[ray.ObjectRef], Any]) -> None:
+        """Store each trial's row as it ends; then add up the shared stages' work."""
+        pending, stages, tracker = submitted
+        start, total, failed, returned = time.perf_counter(), len(pending), 0, 0
+        with self.progress() as progress:
+            bar = progress.add_task("trials", total=total, running=0, failed=0)
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in done:
+                    t = pending.pop(ref)
+                    try:
+                        row = ray.get(ref)
+                    except Exception as err:  # the worker died or the task could not run: a failed row says why
+                        row = failed_row(t, err)
+                    received = time.time()
+                    tracker.ended.remote(t.trial_id())
+                    self.put(t, row)
+                    if "ended_at" in row:
+                        self.summary.return_latency_seconds += received - row["ended_at"]
+                        self.summary.trial_busy_seconds += row["trial_seconds"]
+                        returned += 1
+                    failed += row["status"] == "failed"
+                    progress.console.print(_row_line(row))
+                progress.update(bar, completed=total - len(pending), running=ray.get(tracker.count.remote()),
+                                failed=failed)
+        self.summary.return_latency_seconds /= max(returned, 1)
+        for ref in stages:
+            try:
+                self.summary.shared_busy_seconds += ray.get(ref)
+            except Exception:
+                continue
+        self.summary.trial_stage_seconds = time.perf_counter() - start
+
+    # ---- 4: measurement, alone --------------------------------------------------------------------------
+    def measure(self, trials: list[TrialSpec]) -> None:
+        """Measure the transfer baselines once each, then every trained model, one at a time in this process."""
+        start = time.perf_counter()
+        if trials:
+            self._wait_until_idle(trials[0].measure.idle_wait)
+        baselines: dict[Any, dict[str, Any]] = {}
+        rows = {r["trial_id"]: r for r in self.store.rows(ids=[t.trial_id() for t in trials])}
+        with self.progress() as progress:
+            bar = progress.add_task("measuring", total=len(trials), running=1 if trials else 0, failed=0)
+            for t in trials:
+                row, data = rows[t.trial_id()], self.data[t.setting.data_key]
+                try:
+                    size = tuple(row["input_size"])
+                    key = (t.setting.key(), t.measure)
+                    if key not in baselines:
+                        baselines[key] = measure.measure(baseline_model(t, self.cache, data), size, t.measure)
+                    model = load_pruned_model(t, row, self.out / row["model_file"], data)
+                    row.update(measured_fields(measure.measure(model, size, t.measure), baselines[key]))
+                except Exception as err:  # the row says why; the other models are still measured
+                    row.update(failure(err))
+                self.put(t, row)
+                self.summary.measured += 1
+                progress.console.print(_row_line(row))
+                progress.advance(bar)
+        self.summary.measure_seconds = time.perf_counter() - start
+
+    def _wait_until_idle(self, max_wait: float) -> None:
+        s = self.summary
+        s.idle_wait_seconds, s.busy_cores_before_measure = measure.wait_until_idle(max_wait=max_wait)
+        if not s.busy_cores_before_measure < measure.IDLE_CORES:
+            self.console.print(f"warning: {s.busy_cores_before_measure:.2f} cores still busy after waiting "
+                               f"{s.idle_wait_seconds:.0f} s for an idle machine: latencies are measured beside "
+                               f"other work")
+
+
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
-                   workers: int | None = None, measure_now: bool = True, show_progress: bool = True,
-                   console: Console | None = None) -> RunSummary:
-    """Run every trial of ``spec`` not yet final in ``out``/results.sqlite; write results.csv and leaderboard.md.
+                   workers: int | None = None, measure_now: bool = True, show_progress: bool = True) -> RunSummary:
+    """Run every trial of ``spec`` not yet final in ``out``/results.sqlite; write results.csv and the report.
 
     ``measure_now=False`` leaves the trained models unmeasured (status ``trained``) for a later ``resume``, e.g.
     on the machine whose latency the results should report."""
     wall = time.perf_counter()
     check_address(address)
-    console = console or Console(stderr=True, soft_wrap=True)
+    console = Console(stderr=True, soft_wrap=True)
     out = Path(out)
-    cache, models = out / "cache", out / "models"
     cores = measure.machine_info()["usable_cores"]
     workers = workers or max(1, int(cores) // spec.threads)
     if address is None and workers * spec.threads > int(cores):
         console.print(f"warning: {workers} workers x {spec.threads} threads oversubscribe the {cores} usable cores")
-    plan = spec.trials()
-    by_id = {t.trial_id(): t for t in plan}
+    trials = plan(spec)  # every dataset is read and fingerprinted here: a bad file fails before anything runs
+    by_id = {t.trial_id(): t for t in trials}
     store = ResultsStore(out / "results.sqlite")
     try:
         stored = {k: v for k, v in store.statuses().items() if k in by_id}
@@ -220,147 +342,33 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
         final = {k for k, v in stored.items() if v in FINAL}
         ready = {r["trial_id"] for r in store.rows(status="trained")
                  if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
-        to_train = [t for t in plan if t.trial_id() not in final | ready]
-        summary = RunSummary(str(out), len(plan), len(final), len(to_train), 0, {}, workers, spec.threads)
-        console.print(f"{spec.name}: {len(plan)} trials; {len(final)} already done, {len(ready)} to measure, "
-                      f"{len(to_train)} to run on {workers} worker(s) x {spec.threads} thread(s)")
-        need = [t for t in plan if t.trial_id() not in final]
+        to_train = [t for t in trials if t.trial_id() not in final | ready]
+        summary = RunSummary(str(out), len(trials), len(final), len(to_train), 0, {}, workers, spec.threads)
+        console.print(f"{spec.name}: {len(trials)} trials (code {code_version()}); {len(final)} already done, "
+                      f"{len(ready)} to measure, {len(to_train)} to run on {workers} worker(s) x {spec.threads} "
+                      f"thread(s)")
+        need = [t for t in trials if t.trial_id() not in final]
         data: dict[tuple, TaskData] = {}
-        for t in need:  # every bad input fails here, before any training
-            if _data_key(t) not in data:
-                data[_data_key(t)] = load_trial_data(t)
-        for t in need:
-            configure_method(t)
-        run_id = store.start_run(dataclasses.asdict(spec), environment(workers, spec.threads, address))
+        for t in need:  # each task's splits once; every bad input fails here, before any training
+            if t.setting.data_key not in data:
+                data[t.setting.data_key] = t.setting.load_data()
+        run = Run(spec, out, store, store.start_run(dataclasses.asdict(spec), environment(workers, spec.threads,
+                                                                                            address)),
+                  data, summary, console, show_progress)
         summary.check_seconds = time.perf_counter() - wall
         if to_train:
-            _trial_stage(spec, to_train, data, store, run_id, cache, models, summary, address, show_progress, console)
+            run.train(to_train, address)
         if measure_now:
-            _measure_stage([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id],
-                           store, run_id, out, data, summary, show_progress, console)
-        rows = store.rows(ids=by_id)
-        summary.statuses = dict(Counter(r["status"] for r in rows))
+            run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
+        summary.statuses = dict(Counter(r["status"] for r in store.rows(ids=by_id)))
         store.export_csv(out / "results.csv")
-        if rows:
+        if summary.statuses:
             write_report(out)
         summary.wall_seconds = time.perf_counter() - wall
-        store.finish_run(run_id, {k: v for k, v in dataclasses.asdict(summary).items() if k != "out"})  # no paths
+        store.finish_run(run.run_id, {k: v for k, v in dataclasses.asdict(summary).items() if k != "out"})  # no paths
     finally:
         store.close()
     return summary
-
-
-def _trial_stage(spec: ExperimentSpec, trials: list[TrialSpec], data: dict[tuple, TaskData], store: ResultsStore,
-                 run_id: int, cache: Path, models: Path, summary: RunSummary, address: str | None, show: bool,
-                 console: Console) -> None:
-    start = time.perf_counter()
-    started_here = not ray.is_initialized()
-    if started_here:
-        local = {} if address else {"num_cpus": summary.workers * spec.threads, "include_dashboard": False}
-        try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False, **local)
-        except (ConnectionError, RuntimeError) as err:
-            raise RunnerError(f"cannot {'join the Ray cluster at ' + address if address else 'start a local Ray'}: "
-                              f"{str(err).strip().splitlines()[-1]} (a cluster with token authentication needs its "
-                              f"token in RAY_AUTH_TOKEN or ~/.ray/auth_token)") from err
-    summary.ray_start_seconds = time.perf_counter() - start
-    try:
-        _submit_and_collect(spec, trials, data, store, run_id, cache, models, summary, show, console)
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
-def _submit_and_collect(spec: ExperimentSpec, trials: list[TrialSpec], data: dict[tuple, TaskData],
-                        store: ResultsStore, run_id: int, cache: Path, models: Path, summary: RunSummary, show: bool,
-                        console: Console) -> None:
-    start = time.perf_counter()
-    options = {"num_cpus": spec.threads, "num_gpus": spec.gpus}
-    stage = ray.remote(_stage_task).options(**options, max_retries=2)
-    trial = ray.remote(_trial_task).options(**options, max_retries=2)
-    tracker = ray.remote(_Tracker).options(num_cpus=0).remote()
-    code = code_version()
-    data_refs = {k: ray.put(v.portable()) for k, v in data.items() if any(_data_key(t) == k for t in trials)}
-    base_refs: dict[Any, ray.ObjectRef] = {}
-    shared_refs: dict[tuple, ray.ObjectRef] = {}
-    pending: dict[ray.ObjectRef, TrialSpec] = {}
-    for t in trials:
-        d, bkey = data_refs[_data_key(t)], transfer_spec(t)
-        if bkey not in base_refs:
-            base_refs[bkey] = stage.remote(load_baseline, t, d, str(cache), code)
-        deps = [base_refs[bkey]]
-        if _shares(t):
-            skey = _shared_key(t)
-            if skey not in shared_refs:
-                shared_refs[skey] = stage.remote(shared_stage, t, d, str(cache), code, base_refs[bkey])
-            deps.append(shared_refs[skey])
-        pending[trial.remote(t, d, str(cache), str(models), tracker, code, *deps)] = t
-    failed = returned = 0
-    progress = _progress(show, console)
-    with progress:
-        bar = progress.add_task("trials", total=len(pending), running=0, failed=0)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            for ref in done:
-                t = pending.pop(ref)
-                try:
-                    row = ray.get(ref)
-                except Exception as err:
-                    row = _failed_row(t, err)
-                received = time.time()
-                tracker.ended.remote(t.trial_id())
-                t0 = time.perf_counter()
-                store.put(row, _spec_dict(t), run_id)
-                summary.store_seconds += time.perf_counter() - t0
-                if "ended_at" in row:
-                    summary.return_latency_seconds += received - row["ended_at"]
-                    summary.trial_busy_seconds += row["trial_seconds"]
-                    returned += 1
-                failed += row["status"] == "failed"
-                progress.console.print(_row_line(row))
-            progress.update(bar, completed=len(trials) - len(pending),
-                            running=ray.get(tracker.count.remote()), failed=failed)
-    summary.return_latency_seconds /= max(returned, 1)
-    for ref in [*base_refs.values(), *shared_refs.values()]:
-        try:
-            summary.shared_busy_seconds += ray.get(ref)
-        except Exception:
-            continue
-    summary.trial_stage_seconds = time.perf_counter() - start
-
-
-def _measure_stage(trials: list[TrialSpec], store: ResultsStore, run_id: int, out: Path, data: dict[tuple, TaskData],
-                   summary: RunSummary, show: bool, console: Console) -> None:
-    """Measure the transfer baselines once each, then every trained model, one at a time in this process."""
-    start = time.perf_counter()
-    if trials:
-        summary.idle_wait_seconds, summary.busy_cores_before_measure = measure.wait_until_idle(
-            max_wait=trials[0].measure.idle_wait)
-        if not summary.busy_cores_before_measure < measure.IDLE_CORES:
-            console.print(f"warning: {summary.busy_cores_before_measure:.2f} cores still busy after waiting "
-                          f"{summary.idle_wait_seconds:.0f} s for an idle machine: latencies are measured beside "
-                          f"other work")
-    baselines: dict[Any, dict[str, Any]] = {}
-    rows = {r["trial_id"]: r for r in store.rows(ids=[t.trial_id() for t in trials])}
-    progress = _progress(show, console)
-    with progress:
-        bar = progress.add_task("measuring", total=len(trials), running=1 if trials else 0, failed=0)
-        for t in trials:
-            row, cache = rows[t.trial_id()], out / "cache"
-            try:
-                size = tuple(row["input_size"])
-                key = (transfer_spec(t), t.measure)
-                if key not in baselines:
-                    baselines[key] = measure_model(load_baseline(t, cache, data[_data_key(t)])[0], size, t.measure)
-                model = load_pruned_model(t, row, out / row["model_file"], data[_data_key(t)])
-                row.update(measured_fields(measure_model(model, size, t.measure), baselines[key]))
-            except Exception as err:
-                row.update(_failed_row(t, err))
-            store.put(row, _spec_dict(t), run_id)
-            summary.measured += 1
-            progress.console.print(_row_line(row))
-            progress.advance(bar)
-    summary.measure_seconds = time.perf_counter() - start
 
 
 def run_summary_lines(summary: RunSummary) -> list[str]:

@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class LabelError(ValueError):
-    """A label array that does not fit the task (missing, wrong shape, out of range); names the key."""
+from etlbench.errors import LabelError
 
 
 class TaskHead(nn.Module):

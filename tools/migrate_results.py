@@ -1,0 +1,136 @@
+"""Re-key a results database written before etlbench's identity redesign, where that is shown to be safe.
+
+Rows written by older code carry trial ids of the old identity (a hash of every package file). They may be
+re-keyed to today's ids only where today's results-shaping code computes the same numbers:
+
+    python tools/migrate_results.py check DIR --preset NAME --sample TASK:METHOD:COMPRESSION:SEED ...
+        re-runs the sampled trials (and their transfer baselines) with today's code, in this process, with the
+        preset's thread count, and compares every number that code shapes (metric, val metric, baseline metric,
+        linear probe, params, MACs, samples seen, recovery steps and best epoch, cut layer) with the stored row:
+        they must be equal, not merely close (training is deterministic on the CPU for a seed);
+    python tools/migrate_results.py migrate DIR --preset NAME --code OLD_VERSION
+        matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
+        compression and seed, checks that the stored spec equals the planned one field by field, and rewrites
+        the row under today's trial id, code version and experiment name (in one transaction).
+
+Latencies are measurements, not computations: they are kept as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from etlbench.config import load_spec
+from etlbench.identity import canonical, code_version
+from etlbench.plan import plan
+from etlbench.trial import TrialSpec, train_trial
+
+SHAPED = ("metric", "val_metric", "baseline_metric", "linear_probe_metric", "samples_seen", "recovery_steps",
+          "recovery_best_epoch", "cut_layer", "kept_fraction")
+
+
+def _stored(db: sqlite3.Connection) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    return [(tid, json.loads(spec), json.loads(row)) for tid, spec, row in
+            db.execute("SELECT trial_id, spec, row FROM trials")]
+
+
+def _point(spec: dict[str, Any]) -> tuple:
+    return spec["task"], spec["method"], spec["compression"], spec["seed"]
+
+
+def _old_view(t: TrialSpec) -> dict[str, Any]:
+    """Today's planned spec in the old flat layout (setting fields at the top, transfer recipe as 'transfer')."""
+    new = canonical(t)
+    setting = new.pop("setting")
+    new.update({k: setting[k] for k in ("task", "dataset", "backbone", "backbone_weights", "input_size",
+                                         "max_train", "seed", "device")}, transfer=setting["train"])
+    return new
+
+
+def _differences(old: dict[str, Any], t: TrialSpec) -> list[str]:
+    new, out = _old_view(t), []
+    for key, value in old.items():
+        if key in ("code_version", "data_root"):
+            continue
+        planned = new.get(key)
+        if isinstance(value, dict) and isinstance(planned, dict):  # new fields may only be added at old behaviour
+            planned = {k: planned[k] for k in value}
+        if json.loads(json.dumps(planned)) != value:
+            out.append(f"{key}: stored {value!r}, planned {planned!r}")
+    return out
+
+
+def check(out: Path, preset: str, samples: list[str]) -> int:
+    trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(load_spec(preset))}
+    stored = {_point(spec): row for _, spec, row in _stored(sqlite3.connect(out / "results.sqlite"))}
+    failures = 0
+    with tempfile.TemporaryDirectory() as cache:
+        for sample in samples:
+            task, method, compression, seed = sample.split(":")
+            key = (task, method, None if compression == "auto" else float(compression), int(seed))
+            fields, _ = train_trial(trials[key], cache)
+            row = stored[key]
+            diffs = [f"{k}: stored {row.get(k)!r}, now {fields.get(k)!r}" for k in SHAPED
+                     if k in row and row.get(k) != fields.get(k)]
+            failures += bool(diffs)
+            print(f"{sample}: {'DIFFERENT ' + '; '.join(diffs) if diffs else 'identical'} "
+                  f"({', '.join(f'{k} {fields.get(k)}' for k in SHAPED[:3])})")
+    return 1 if failures else 0
+
+
+def migrate(out: Path, preset: str, old_code: str) -> int:
+    spec = load_spec(preset)
+    trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(spec)}
+    db = sqlite3.connect(out / "results.sqlite")
+    for column in ("code_version", "experiment", "backbone"):
+        if column not in {r[1] for r in db.execute("PRAGMA table_info(trials)")}:
+            db.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
+    updates, problems = [], []
+    for tid, old, row in _stored(db):
+        if old.get("code_version", "").split("+")[-1] != old_code.split("+")[-1]:
+            problems.append(f"{tid}: code {old.get('code_version')}, not {old_code}")
+            continue
+        t = trials.get(_point(old))
+        diffs = ["not in today's plan"] if t is None else _differences(old, t)
+        if diffs:
+            problems.append(f"{tid} {_point(old)}: {'; '.join(diffs)}")
+            continue
+        new_id = t.trial_id()
+        row.update(trial_id=new_id, code_version=code_version(), experiment=spec.name,
+                   data_fingerprint=t.setting.data_fingerprint, migrated_from=f"{tid} (code {old['code_version']})")
+        if "model_file" in row:
+            row["model_file"] = f"models/{new_id}.pt"
+        updates.append((new_id, json.dumps(canonical(t), sort_keys=True, default=str),
+                        json.dumps(row, sort_keys=True, default=str), code_version(), spec.name, row["backbone"], tid))
+    if problems:
+        print("not migrated; these rows do not match today's plan:\n" + "\n".join(problems), file=sys.stderr)
+        return 1
+    with db:
+        db.executemany("UPDATE trials SET trial_id = ?, spec = ?, row = ?, code_version = ?, experiment = ?, "
+                       "backbone = ? WHERE trial_id = ?", updates)
+    db.execute("VACUUM")
+    print(f"{out}: {len(updates)} rows re-keyed from code {old_code} to code {code_version()}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["check", "migrate"])
+    parser.add_argument("dir", type=Path)
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--sample", nargs="*", default=[], help="TASK:METHOD:COMPRESSION:SEED (check)")
+    parser.add_argument("--code", help="the stored rows' code version (migrate)")
+    args = parser.parse_args(argv)
+    if args.action == "check":
+        return check(args.dir, args.preset, args.sample)
+    return migrate(args.dir, args.preset, args.code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
