@@ -4,36 +4,49 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from etlbench.config import SpecError, load_spec, parse_spec, preset_names
+from etlbench.plan import plan
 from etlbench.registry import DATASETS
 from tests.conftest import REPO
 
 VALID = {"tasks": ["gender"], "methods": {"etl": {"epsilon": 0.02}, "magnitude": {}}, "compressions": [4, "auto"]}
 
 
+def tiny_dataset(n: int = 10) -> dict[str, np.ndarray]:
+    """A valid canonical dataset of ``n`` 8 x 8 images with every task's labels (every split present)."""
+    rng = np.random.default_rng(0)
+    return {"images": rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), "split": np.arange(n, dtype=np.uint8) % 3,
+            "pose": rng.uniform(-60, 60, (n, 3)).astype(np.float32), "pose_valid99": np.ones(n, bool),
+            "label": rng.integers(0, 7, n), "age": rng.uniform(1, 90, n).astype(np.float32),
+            "gender": rng.integers(0, 2, n).astype(np.uint8), "pair_fold": np.zeros(n, np.int64)}
+
+
 @pytest.fixture
 def fake_data_root(tmp_path: Path) -> Path:
-    """Empty files where the registered real datasets are expected: enough for the spec's existence checks."""
+    """Tiny valid files where the registered real datasets are expected: planning reads and fingerprints them."""
     for name in DATASETS.names():
         spec = DATASETS.get(name)
         if spec.relative_path is not None:
             spec.path(tmp_path).parent.mkdir(parents=True, exist_ok=True)
-            spec.path(tmp_path).touch()
+            np.savez_compressed(spec.path(tmp_path), **tiny_dataset())
     return tmp_path
 
 
 def test_presets_parse_and_expand_into_the_plan(fake_data_root: Path) -> None:
     assert {"smoke", "quick", "reference", "paper"} <= set(preset_names())
     quick = load_spec("quick", data_root=str(fake_data_root))
-    trials = quick.trials()
+    trials = plan(quick)
     assert len(trials) == 4 * 4 * 2 and len({t.trial_id() for t in trials}) == len(trials)
+    assert {t.setting.dataset for t in trials} == {"aflw2000", "fer2013", "utkface"}
+    assert all(t.setting.data_fingerprint for t in trials)  # every setting is resolved before anything runs
     assert {t.recovery.max_steps for t in trials} == {150}  # one recovery budget for every method
     assert {t.measure.threads for t in trials} == {2} and {t.threads for t in trials} == {1}
     reference = load_spec("reference", data_root=str(fake_data_root))
     # 'auto' (ETL's own operating point) only for ETL: 4 tasks x (4 methods x 5 budgets + 1) x 3 seeds
-    assert len(reference.trials()) == 4 * (4 * 5 + 1) * 3
+    assert len(plan(reference)) == 4 * (4 * 5 + 1) * 3
     assert load_spec("smoke").tasks == {"gender": "synthetic"}
 
 
@@ -51,7 +64,7 @@ def test_paper_preset_needs_vggface_weights(fake_data_root: Path, tmp_path: Path
     paper = load_spec("paper", data_root=str(fake_data_root))
     assert built == [("vggface16", "vgg_face_dag.pth")]
     assert (paper.backbone, paper.input_size, paper.gpus) == ("vggface16", 224, 1.0)
-    assert {t.backbone_weights for t in paper.trials()} == {"vgg_face_dag.pth"}
+    assert {t.setting.backbone_weights for t in plan(paper)} == {"vgg_face_dag.pth"}
 
 
 def test_real_presets_need_their_data(tmp_path: Path, no_data_root: None) -> None:
@@ -65,10 +78,10 @@ def test_overrides_and_files(tmp_path: Path, fake_data_root: Path) -> None:
     path = tmp_path / "mine.yaml"
     path.write_text("tasks: [age]\nmethods: [random]\ncompressions: [2]\nseeds: [0, 1]\n")
     spec = load_spec(path=path, data_root=str(fake_data_root))
-    assert spec.name == "mine" and spec.data_root == str(fake_data_root) and len(spec.trials()) == 2
-    etl = parse_spec(VALID)
-    assert [t.compression for t in etl.trials() if t.method == "etl"] == [4.0, None]
-    assert [t.compression for t in etl.trials() if t.method == "magnitude"] == [4.0]
+    assert spec.name == "mine" and spec.data_root == str(fake_data_root) and len(plan(spec)) == 2
+    etl = plan(parse_spec({**VALID, "data_root": str(fake_data_root)}))
+    assert [t.compression for t in etl if t.method == "etl"] == [4.0, None]
+    assert [t.compression for t in etl if t.method == "magnitude"] == [4.0]
 
 
 def test_backbone_override(fake_data_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +92,9 @@ def test_backbone_override(fake_data_root: Path, monkeypatch: pytest.MonkeyPatch
     # `etlbench run --backbone`: the same plan on another network, as other trials
     quick = load_spec("quick", data_root=str(fake_data_root))
     mobile = load_spec("quick", data_root=str(fake_data_root), backbone="mobilefacenet")
-    assert {t.backbone for t in mobile.trials()} == {"mobilefacenet"} and len(mobile.trials()) == len(quick.trials())
-    assert not {t.trial_id() for t in mobile.trials()} & {t.trial_id() for t in quick.trials()}
+    mobile_trials, quick_trials = plan(mobile), plan(quick)
+    assert {t.backbone for t in mobile_trials} == {"mobilefacenet"} and len(mobile_trials) == len(quick_trials)
+    assert not {t.trial_id() for t in mobile_trials} & {t.trial_id() for t in quick_trials}
     with pytest.raises(SpecError, match=r"backbone: Unknown backbone 'mobilefacent'"):
         load_spec("quick", data_root=str(fake_data_root), backbone="mobilefacent")
 
@@ -101,22 +115,50 @@ def test_backbone_weights_are_checked_before_the_run(tmp_path: Path, no_data_roo
     ({"budgets": [4]}, "spec: budgets: unknown section"),
     ({"tasks": ["gendr"]}, "tasks.gendr: Unknown task 'gendr'. Did you mean: gender"),
     ({"tasks": {"gender": {"dataset": "utk"}}}, "tasks.gender.dataset: Unknown dataset 'utk'"),
-    ({"methods": {"magnitude": {"epsilon": 1}}}, "methods.magnitude.epsilon: the method does not take"),
+    ({"methods": {"magnitude": {"epsilon": 1}}},
+     "methods.magnitude.epsilon: method 'magnitude' does not take parameter 'epsilon'"),
+    ({"methods": {"etl": {"epsilon": "abc"}}}, "methods.etl.epsilon: method 'etl': parameter epsilon must be a finite"),
+    ({"methods": {"etl": {"epsilon": -1}}}, "methods.etl.epsilon: method 'etl': parameter epsilon must be at least 0"),
+    ({"methods": {"taylor": {"batches": 2.5}}}, "methods.taylor.batches: "),
+    ({"methods": {"random": {"policy": "sideways"}}}, "methods.random.policy: "),
     ({"methods": ["prune-it"]}, "methods.prune-it: Unknown method"),
-    ({"compressions": [0.5]}, "compressions[0]: 0.5 is not a ratio of at least 1"),
+    ({"compressions": [0.5]}, "compressions[0]: 0.5 is not a finite ratio of at least 1"),
+    ({"compressions": [4, float("nan")]}, "compressions[1]: nan is not a finite ratio"),
+    ({"compressions": [float("inf")]}, "compressions[0]: inf is not a finite ratio"),
+    ({"compressions": [True]}, "compressions[0]: True is not a finite ratio"),
+    ({"compressions": ["auto"], "methods": ["magnitude"]},
+     "compressions[0]: 'auto' needs a method that chooses its own operating point"),
     ({"compressions": []}, "compressions: missing or empty"),
     ({"backbone": "resnet"}, "backbone: Unknown backbone 'resnet'"),
     ({"recovery": {"epoch": 1}}, "recovery.epoch: unknown key"),
-    ({"seeds": "0"}, "seeds: expected a list of integers"),
+    ({"seeds": "0"}, "seeds: expected a non-empty list of integers"),
+    ({"seeds": []}, "seeds: expected a non-empty list of integers, got []"),
+    ({"seeds": [0, 1.5]}, "seeds: expected a non-empty list of integers"),
     ({"measure": {"batch": [1]}}, "measure.batch: unknown key; measure takes"),
     ({"measure": {"threads": 0}}, "measure: measurement needs threads >= 1"),
-    ({"threads": 0}, "threads: expected a number of at least 1, got 0"),
+    ({"threads": 0}, "threads: expected an integer of at least 1, got 0"),
+    ({"threads": 1.5}, "threads: expected an integer of at least 1, got 1.5"),
     ({"tasks": {"gender": {"dataset": "/nowhere/mine.npz"}}}, "tasks.gender.dataset: dataset file /nowhere/mine.npz"),
 ])
 def test_errors_name_the_key(change: dict, message: str) -> None:
     with pytest.raises(SpecError) as err:
         parse_spec({**VALID, **change})
     assert message in str(err.value)
+
+
+def test_yaml_values_are_checked_as_written(tmp_path: Path) -> None:
+    """What YAML makes of a value is checked, not what it looks like: .nan is a float, abc a string."""
+    cases = {"methods: {etl: {epsilon: abc}}\ncompressions: [4]": "methods.etl.epsilon",
+             "methods: [magnitude]\ncompressions: [auto]": "compressions[0]",
+             "methods: [magnitude]\ncompressions: [.nan]": "compressions[0]: nan is not a finite ratio",
+             "methods: [magnitude]\ncompressions: [4]\nseeds: []": "seeds: expected a non-empty list",
+             "methods: [magnitude]\ncompressions: [4]\nthreads: '2'": "threads: expected an integer"}
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"spec{i}.yaml"
+        path.write_text(f"tasks: {{gender: {{dataset: synthetic}}}}\n{text}\n")
+        with pytest.raises(SpecError) as err:
+            load_spec(path=path)
+        assert f"{path}: {message}" in str(err.value)
 
 
 def test_file_errors(tmp_path: Path) -> None:

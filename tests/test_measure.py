@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
 import time
+import types
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import etlbench.measure as measure_module
 from etlbench.measure import (
     Latency,
+    MeasureConfig,
     count_macs,
     count_params,
     machine_info,
@@ -22,6 +27,7 @@ from etlbench.measure import (
     size_bytes,
     steady_allocator,
 )
+from etlbench.model_io import save_pruned
 
 
 def small_net(width: int = 8) -> nn.Sequential:
@@ -67,8 +73,10 @@ def test_size_bytes_is_the_saved_file(tmp_path) -> None:
     # torch.save's zip records are named after the file stem ("archive" for a buffer), hence this name;
     # other names change the size by a few bytes per tensor
     path = tmp_path / "archive.pt"
-    torch.save(net.state_dict(), path)
+    save_pruned(net, str(path))  # the format the project saves (pruned) models in, without metadata
     assert size_bytes(net) == path.stat().st_size
+    save_pruned(net, str(path), meta={"row": "x" * 4096})
+    assert path.stat().st_size > size_bytes(net)  # metadata is not the model's size
 
 
 @pytest.mark.parametrize(("cin", "cout", "k", "stride", "padding", "groups", "hw"), [
@@ -113,7 +121,8 @@ def test_measure_latency_restores_threads_and_modes() -> None:
     other = 2 if previous == 1 else 1
     try:
         torch.set_num_threads(other)
-        lat = measure_latency(net, (16, 16), batch=2, threads=1 if other == 2 else 2, warmup=1, repeats=5)
+        cfg = MeasureConfig(threads=1 if other == 2 else 2, warmup=1, repeats=5, max_seconds=0.5)
+        lat = measure_latency(net, (16, 16), batch=2, cfg=cfg)
         assert torch.get_num_threads() == other
     finally:
         torch.set_num_threads(previous)
@@ -123,7 +132,8 @@ def test_measure_latency_restores_threads_and_modes() -> None:
 
 
 def test_latency_fields_are_sane() -> None:
-    lat = measure_latency(small_net(8), (16, 20), batch=3, warmup=2, repeats=7, warmup_seconds=0.0)
+    cfg = MeasureConfig(warmup=2, repeats=7, warmup_seconds=0.0, max_seconds=0.5)
+    lat = measure_latency(small_net(8), (16, 20), batch=3, cfg=cfg)
     assert isinstance(lat, Latency)
     assert lat.median_ms > 0 and lat.iqr_ms >= 0
     assert (lat.batch, lat.threads, lat.input_size) == (3, 1, (16, 20))
@@ -132,23 +142,73 @@ def test_latency_fields_are_sane() -> None:
     assert lat.images_per_s == pytest.approx(3000.0 / lat.median_ms)
 
 
-def test_more_repeats_while_the_median_is_uncertain() -> None:
+class ScriptedNet(nn.Module):
+    """A network whose every call takes the next of ``seconds`` on a fake clock (then the last one, forever)."""
+
+    def __init__(self, seconds: Iterable[float]):
+        super().__init__()
+        self.now = 0.0
+        self.seconds = itertools.chain(seconds, itertools.repeat(None))
+        self.last = 0.0
+        self.calls = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = next(self.seconds)
+        self.last = self.last if step is None else step
+        self.now += self.last
+        self.calls += 1
+        return x
+
+
+def scripted_latency(monkeypatch: pytest.MonkeyPatch, seconds: Iterable[float], warmup: int = 2, **kwargs) -> Latency:
+    """measure_latency on the fake clock of a :class:`ScriptedNet` (``warmup`` calls of 1 s come first)."""
+    net = ScriptedNet(itertools.chain([1.0] * warmup, seconds))
+    monkeypatch.setattr(measure_module, "time", types.SimpleNamespace(perf_counter=net.clock))
+    return measure_latency(net, (4, 4), cfg=MeasureConfig(warmup=warmup, warmup_seconds=0.0, **kwargs))
+
+
+def test_more_repeats_while_the_median_is_uncertain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stopping rule on a fake clock, so that the medians are known and no machine's speed matters."""
     from etlbench.measure import _median_ci_width
 
     assert _median_ci_width([1.0] * 30) == 0.0
     assert _median_ci_width([1.0, 2.0] * 15) == pytest.approx(1 / 1.5)  # from 1 to 2 around a median of 1.5
-    quick = measure_latency(small_net(8), (16, 16), repeats=5, warmup_seconds=0.0, target_ci=10.0)
-    assert quick.repeats == 5  # a loose target stops after the first round
+    steady = scripted_latency(monkeypatch, [0.001], repeats=5)
+    assert steady.repeats == 5 and steady.median_ms == pytest.approx(1.0) and steady.iqr_ms == pytest.approx(0.0)
+    # alternating 1 and 2 ms: the median stays uncertain, so rounds of 5 go on until max_seconds of timed calls;
+    # the rounds take 1+2+1+2+1 = 7 and 2+1+2+1+2 = 8 ms in turn: 45 ms after 6 rounds, 52 ms (>= 50) after 7
+    noisy = scripted_latency(monkeypatch, [0.001, 0.002] * 100, repeats=5, max_seconds=0.05)
+    assert noisy.repeats == 35 and noisy.median_ms == pytest.approx(1.0)  # 18 calls of 1 ms, 17 of 2 ms
+    assert noisy.iqr_ms == pytest.approx(1.0)
+    loose = scripted_latency(monkeypatch, [0.001, 0.002] * 100, repeats=5, max_seconds=0.05, target_ci=10.0)
+    assert loose.repeats == 5  # a loose target stops after the first round
+    settles = scripted_latency(monkeypatch, [0.001, 0.002] * 5 + [0.001] * 1000, repeats=10, max_seconds=10.0)
+    assert 10 < settles.repeats < 1000 and settles.median_ms == pytest.approx(1.0)  # stops once it is sure
+    assert settles.repeats % 10 == 0
+
+
+def test_warmup_takes_calls_and_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    lat = scripted_latency(monkeypatch, [0.001], warmup=3, repeats=5)
+    assert lat.warmup == 3  # three calls of 1 s: more than warmup_seconds=0
+    net = ScriptedNet([0.25])
+    monkeypatch.setattr(measure_module, "time", types.SimpleNamespace(perf_counter=net.clock))
+    lat = measure_latency(net, (4, 4), cfg=MeasureConfig(warmup=1, warmup_seconds=1.0, repeats=5))
+    assert lat.warmup == 4 and net.calls == 4 + 5  # 1 s of 0.25 s calls, then one round of 5
 
 
 def test_measure_latency_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        measure_latency(small_net(8), (16, 16), repeats=1)
+        MeasureConfig(repeats=1)
+    with pytest.raises(ValueError):
+        measure_latency(small_net(8), (16, 16), batch=0)
 
 
 def test_measure_returns_every_key() -> None:
     net = small_net(8)
-    out = measure(net, (16, 16), batches=(1, 4), repeats=3, warmup=1)
+    out = measure(net, (16, 16), MeasureConfig(batches=(1, 4), repeats=3, warmup=1, max_seconds=0.5))
     assert out["params"] == count_params(net) and out["size_bytes"] == size_bytes(net)
     assert out["macs"] == count_macs(net, (16, 16))
     for key in ("latency_ms", "latency_iqr_ms", "latency_b4_ms", "latency_b4_iqr_ms", "latency_b4_per_image_ms"):

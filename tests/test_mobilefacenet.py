@@ -129,6 +129,7 @@ def _roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
                  / (len(pos) * len(neg)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LFW.is_file(), reason=f"LFW pairs not found at {LFW}")
 def test_lfw_verification(net):
     """Cosine similarity of the embeddings separates LFW View 2 fold 0 (300 same + 300 different pairs).

@@ -65,3 +65,22 @@ def test_third_party_plugins_come_from_entry_points(monkeypatch: pytest.MonkeyPa
     assert r.get("mine") is Mine
     assert r.describe()["mine"] == "A third-party method."
     assert METHODS.kind == "methods"
+
+
+def test_registration_can_name_the_object() -> None:
+    """With ``name_attr`` (as METHODS has), the registered object learns its name, so its errors can say it."""
+    r: Registry = Registry("widgets", name_attr="name")
+
+    class Widget:
+        name = ""
+
+    r.register("blue")(Widget)
+    assert Widget.name == "blue" and r.get("blue") is Widget
+    plain: Registry = Registry("widgets")
+
+    class Other:
+        pass
+
+    plain.register("red")(Other)
+    assert not hasattr(Other, "name")
+    assert METHODS.name_attr == "name" and METHODS.get("magnitude").name == "magnitude"

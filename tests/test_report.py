@@ -1,8 +1,10 @@
-"""Leaderboard statistics on a hand-made trial table whose answers are known."""
+"""Leaderboard statistics on a hand-made trial table whose answers are known, and reports that never average
+rows of different backbones or code."""
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from etlbench.report.leaderboard import (
     summarize,
     with_pareto,
 )
+from etlbench.results import ResultsStore
 
 
 def _trial(task: str, method: str, compression: float | None, seed: int, retention: float, status: str = "ok",
@@ -92,7 +95,6 @@ def test_pareto_columns_per_task(trials: pd.DataFrame) -> None:
 def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) -> None:
     from etlbench.cli import main
     from etlbench.report import load_results, write_report
-    from etlbench.runner.store import ResultsStore
 
     full = trials.assign(metric_name="mae_years", higher_is_better=False, baseline_metric=6.0,
                          linear_probe_metric=7.8, compression_achieved=trials["compression"],
@@ -122,7 +124,6 @@ def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) ->
 
 def test_report_of_an_empty_database_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from etlbench.cli import main
-    from etlbench.runner.store import ResultsStore
 
     with ResultsStore(tmp_path / "results.sqlite"):
         pass
@@ -130,3 +131,96 @@ def test_report_of_an_empty_database_says_so(tmp_path: Path, capsys: pytest.Capt
     assert "results.sqlite: no trials stored yet, nothing to report" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "no results database" in capsys.readouterr().err
+
+
+def _scoped(backbone: str, code: str, seed: int, retention: float, method: str = "a") -> dict:
+    """A complete ok row of experiment 'exp' on ``backbone`` under code ``code``."""
+    return {**_trial("age", method, 4.0, seed, retention), "trial_id": f"{backbone}-{code}-{method}-{seed}",
+            "backbone": backbone, "code_version": code, "metric_name": "mae_years", "higher_is_better": False,
+            "baseline_metric": 6.0, "compression_achieved": 4.0, "params_reduction": 0.75, "macs_reduction": 0.7,
+            "latency_reduction": 0.5, "dataset": "utkface"}
+
+
+@pytest.fixture
+def two_backbones_two_codes(tmp_path: Path) -> Path:
+    """Rows of two backbones, each under an older code (written first) and a newer one (written last)."""
+    retentions = {("dlib-resnet29", "old1"): (0.10, 0.20), ("mobilefacenet", "old1"): (0.30, 0.40),
+                  ("dlib-resnet29", "new2"): (0.90, 0.80), ("mobilefacenet", "new2"): (0.60, 0.70)}
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run({"name": "exp"}, {"cpu": "test cpu"})
+        for (backbone, code), values in retentions.items():  # old code first: its rows are the older ones
+            for seed, retention in enumerate(values):
+                for method, shift in (("a", 0.0), ("b", -0.05)):
+                    row = _scoped(backbone, code, seed, retention + shift, method)
+                    store.put(row, {"trial": row["trial_id"]}, run, experiment="exp")
+            time.sleep(0.01)
+    return tmp_path
+
+
+def test_a_report_never_averages_backbones_or_code_versions(two_backbones_two_codes: Path) -> None:
+    from etlbench.report import write_report
+
+    out = two_backbones_two_codes
+    result = write_report(out, figures=False)
+    assert result["sections"] == [["exp", "dlib-resnet29"], ["exp", "mobilefacenet"]]
+    board = pd.read_csv(out / "leaderboard.csv").set_index(["backbone", "method"])
+    # each section's retention is the mean of its own backbone's newest-code rows only
+    assert board.loc[("dlib-resnet29", "a"), "retention"] == pytest.approx((0.90 + 0.80) / 2)
+    assert board.loc[("mobilefacenet", "a"), "retention"] == pytest.approx((0.60 + 0.70) / 2)
+    assert board.loc[("dlib-resnet29", "b"), "retention"] == pytest.approx((0.85 + 0.75) / 2)
+    assert set(board["code_version"]) == {"new2"} and set(board["experiment"]) == {"exp"}
+    assert len(board) == 4
+    # the older code's rows are said to be left out, on the page too
+    assert len(result["left_out"]) == 2
+    for backbone, note in zip(("dlib-resnet29", "mobilefacenet"), result["left_out"], strict=True):
+        assert f"exp on {backbone}: 4 row(s) of other code (old1: 4) left out" in note and "new2" in note
+    md = (out / "leaderboard.md").read_text()
+    assert md.index("## Rows left out") < md.index("# exp: dlib-resnet29") < md.index("# exp: mobilefacenet")
+    assert all(f"- {note}" in md for note in result["left_out"])
+    assert "Rows left out" in (out / "leaderboard.html").read_text()
+
+    older = write_report(out, figures=False, code_version="old1")  # the older rows, asked for by name
+    assert older["sections"] == result["sections"]
+    board = pd.read_csv(out / "leaderboard.csv").set_index(["backbone", "method"])
+    assert board.loc[("dlib-resnet29", "a"), "retention"] == pytest.approx((0.10 + 0.20) / 2)
+    assert board.loc[("mobilefacenet", "a"), "retention"] == pytest.approx((0.30 + 0.40) / 2)
+    assert set(board["code_version"]) == {"old1"}
+    assert older["left_out"] == ["8 row(s) of another code_version than old1 (new2: 8): not selected"]
+
+    one = write_report(out, figures=False, backbone="mobilefacenet")
+    assert one["sections"] == [["exp", "mobilefacenet"]]
+    assert set(pd.read_csv(out / "leaderboard.csv")["backbone"]) == {"mobilefacenet"}
+    assert any("another backbone than mobilefacenet (dlib-resnet29: 8)" in n for n in one["left_out"])
+
+
+def test_several_sections_put_their_figures_apart(two_backbones_two_codes: Path) -> None:
+    from etlbench.report import write_report
+
+    out = two_backbones_two_codes
+    result = write_report(out, formats=("png",))
+    for backbone in ("dlib-resnet29", "mobilefacenet"):
+        assert (out / "figures" / f"exp-{backbone}" / "age-metric-vs-params.png").is_file()
+    assert not list((out / "figures").glob("*.png"))  # nothing of one section lies beside the other's
+    assert all("/figures/exp-" in f for f in result["written"] if f.endswith(".png"))
+
+
+def test_a_report_cli_and_its_choices(two_backbones_two_codes: Path, capsys: pytest.CaptureFixture) -> None:
+    from etlbench.cli import main
+
+    out = two_backbones_two_codes
+    assert main(["report", str(out), "--code-version", "old1", "--experiment", "exp", "--json"]) == 0
+    assert '"exp",\n      "mobilefacenet"' in capsys.readouterr().out
+    assert main(["report", str(out), "--code-version", "nope"]) == 2
+    assert "no rows with code_version 'nope'; the database has: new2, old1" in capsys.readouterr().err
+    assert main(["report", str(out), "--backbone", "vggface16"]) == 2
+    assert "no rows with backbone 'vggface16'" in capsys.readouterr().err
+
+
+def test_load_results_without_a_database_is_a_report_error(tmp_path: Path) -> None:
+    from etlbench.errors import EtlbenchError
+    from etlbench.report import ReportError, load_results
+
+    with pytest.raises(ReportError, match=r"results\.sqlite: no results database") as err:
+        load_results(tmp_path)
+    assert isinstance(err.value, EtlbenchError)
+    assert not (tmp_path / "results.sqlite").exists()  # looking did not create one

@@ -20,9 +20,11 @@ import pytest
 
 import etlbench
 from etlbench.config import parse_spec
+from etlbench.errors import RunnerError
+from etlbench.identity import code_version
 from etlbench.registry import METHODS
+from etlbench.results import COLUMNS, ResultsStore
 from etlbench.runner.execute import run_experiment
-from etlbench.runner.store import COLUMNS, ResultsStore, RunnerError
 
 TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
         "transfer": {"epochs": 1, "batch_size": 16}, "recovery": {"max_steps": 2, "batch_size": 16},
@@ -43,10 +45,11 @@ class Crashing(PruningMethod):
         super().__init__(policy, max_layer_ratio)
         self.marker = Path(marker)
 
-    def prepare(self, model, ctx):
+    def importance(self, model, ctx):
         if not self.marker.exists():
             self.marker.write_text(str(os.getpid()))
             os._exit(1)
+        return self.channel_scores
 
     def channel_scores(self, name, layer):
         return layer.weight.detach().abs().flatten(1).sum(1)
@@ -82,18 +85,25 @@ def test_store_keeps_one_row_per_trial(tmp_path: Path) -> None:
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         run = store.start_run({"name": "x"}, {"cpu": "test"})
         store.put({"trial_id": "a", "status": "failed", "task": "age", "error": "boom"}, {"k": 1}, run)
-        store.put({"trial_id": "a", "status": "ok", "task": "age", "metric": 5.0, "extra": 1}, {"k": 1}, run)
+        store.put({"trial_id": "a", "status": "ok", "task": "age", "metric": 5.0, "extra": 1, "code_version": "c1"},
+                  {"k": 1}, run, experiment="exp")
         store.put({"trial_id": "b", "status": "infeasible", "task": "gender"}, {"k": 2}, run)
         assert store.statuses() == {"a": "ok", "b": "infeasible"}
         df = store.frame()
         assert list(df.columns[: len(COLUMNS)]) == list(COLUMNS) and "extra" in df.columns
-        assert df.set_index("trial_id").loc["a", "metric"] == 5.0
+        a = df.set_index("trial_id").loc["a"]
+        assert a["metric"] == 5.0 and a["error"] is None  # the replaced row, not a merge with the failed one
+        # every row says what produced it: the code, the experiment, the run, and when it was stored
+        assert (a["code_version"], a["experiment"], a["run_id"]) == ("c1", "exp", run) and a["updated_at"] > 0
+        assert df.set_index("trial_id").loc["b", "updated_at"] >= a["updated_at"]
+        assert [r["trial_id"] for r in store.rows()] == ["a", "b"]  # in the order they were last written
         store.finish_run(run, {"wall_seconds": 1.0})
         assert store.runs()[0]["summary"] == {"wall_seconds": 1.0}
         csv = pd.read_csv(store.export_csv(tmp_path / "results.csv"))
         assert len(csv) == 2 and list(csv.columns[: len(COLUMNS)]) == list(COLUMNS)
 
 
+@pytest.mark.slow
 def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_root: None) -> None:
     out = plugins / "run"
     marker = plugins / "crashed-once"
@@ -121,6 +131,11 @@ def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_r
     with ResultsStore(out / "results.sqlite") as store:
         failed = store.rows(status="failed")
         assert "Traceback" in failed[0]["traceback"]
+        frame = store.frame()
+        assert set(frame["code_version"]) == {code_version()} and set(frame["experiment"]) == {"tiny"}
+        assert set(frame["run_id"]) == {1} and set(frame["backbone"]) == {"dlib-resnet29"}
+        trained = frame[frame["status"] != "failed"]  # (a failed row has only the header: no data columns)
+        assert trained["data_fingerprint"].notna().all() and frame["data_fingerprint"].nunique() == 1
         env = store.runs()[0]["environment"]
         assert env["workers"] == 2 and env["threads_per_trial"] == 1 and env["cpu"]
     assert len(list((out / "cache").glob("etl-probes-*.npz"))) == 1  # ETL's probes: one shared stage
@@ -135,6 +150,9 @@ def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_r
     assert (again.skipped, again.trained, again.measured) == (6, 2, 0)  # only the failed trials run again
     assert again.statuses == {"ok": 4, "infeasible": 2, "failed": 2}
     assert len(pd.read_csv(out / "results.csv")) == 8
+    with ResultsStore(out / "results.sqlite") as store:
+        runs = store.frame().groupby("status")["run_id"].agg(set).to_dict()
+    assert runs == {"ok": {1}, "infeasible": {1}, "failed": {2}}  # only the re-run rows were written again
 
 
 def _rows(db: Path) -> dict[str, tuple[str, str]]:
@@ -142,6 +160,7 @@ def _rows(db: Path) -> dict[str, tuple[str, str]]:
         return {tid: (status, row) for tid, status, row in con.execute("SELECT trial_id, status, row FROM trials")}
 
 
+@pytest.mark.slow
 def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no_data_root: None) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({**TINY, "name": "killed", "methods": ["magnitude", "random", "taylor"],
@@ -192,7 +211,7 @@ def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pyte
         compressions: [4]
     """))
     assert main(["run", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
-    assert "methods.magnitude.epsilon: the method does not take this parameter" in capsys.readouterr().err
+    assert "methods.magnitude.epsilon: method 'magnitude' does not take parameter 'epsilon'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -210,12 +229,14 @@ def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path, capsys: 
     assert "expected HOST:PORT, ray://HOST:PORT or auto" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_workers_running_other_code_than_the_driver_fail_their_trials(tmp_path: Path, no_data_root: None) -> None:
     # A Ray worker puts the driver's working directory first on its path: an edited etlbench/ there shadows the
     # package the driver imported, and its rows would carry trial ids of other code.
     shadow = tmp_path / "etlbench"
     shutil.copytree(Path(etlbench.__file__).parent, shadow, ignore=shutil.ignore_patterns("__pycache__"))
-    (shadow / "trial.py").write_text((shadow / "trial.py").read_text() + "\n# edited after the driver started\n")
+    # a change of code (a comment alone would keep the code version: it hashes the syntax tree)
+    (shadow / "trial.py").write_text((shadow / "trial.py").read_text() + "\nEDITED_AFTER_THE_DRIVER_STARTED = True\n")
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({**TINY, "name": "shadowed", "methods": ["random"], "compressions": [2]}))
     script = Path(sys.executable).parent / "etlbench"  # the console script: its folder, not the cwd, is sys.path[0]

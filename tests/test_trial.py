@@ -10,14 +10,21 @@ import pytest
 
 import etlbench.trial as trial_module
 from etlbench.cli import main
+from etlbench.errors import ConfigError
 from etlbench.train import TrainConfig, TrainingError
+from etlbench.transfer import TransferSpec
 from etlbench.trial import RECOVERY, TrialSpec, run_trial
 
 DESIGN_COLUMNS = ("trial_id task dataset backbone method compression seed status error metric_name higher_is_better "
                   "metric baseline_metric retention params params_reduction size_bytes macs macs_reduction "
-                  "latency_ms latency_iqr_ms latency_reduction train_seconds samples_seen").split()
-SMALL = dict(dataset="synthetic", max_train=64, seed=1, transfer=TrainConfig(epochs=1, batch_size=16),
-             recovery=replace(RECOVERY, max_steps=2, batch_size=16))
+                  "latency_ms latency_iqr_ms latency_reduction train_seconds samples_seen code_version").split()
+TINY = TrainConfig(epochs=1, batch_size=16)
+SMALL = dict(recovery=replace(RECOVERY, max_steps=2, batch_size=16))
+
+
+def setting(task: str) -> TransferSpec:
+    """The small resolved setting every trial here starts from: 64 synthetic training faces, seed 1."""
+    return TransferSpec(task=task, dataset="synthetic", max_train=64, seed=1, train=TINY).resolved()
 
 
 @pytest.fixture(scope="module")
@@ -25,57 +32,106 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
+@pytest.mark.slow
 def test_magnitude_trial_row(cache: Path) -> None:
-    row = run_trial(TrialSpec(task="gender", method="magnitude", compression=4, **SMALL), cache)
+    spec = TrialSpec(setting("gender"), method="magnitude", compression=4, **SMALL)
+    row = run_trial(spec, cache)
     assert row["status"] == "ok", row.get("traceback")
     assert set(DESIGN_COLUMNS) <= row.keys()
+    assert row["trial_id"] == spec.trial_id() and (row["task"], row["seed"]) == ("gender", 1)
     assert abs(row["compression_achieved"] / 4 - 1) <= 0.10 and row["params_reduction"] > 0.7
-    assert row["macs_reduction"] > 0.5 and row["size_bytes"] < 0.35 * 22_597_659
+    # the saved model shrinks with its parameters (buffers and the channel counts are stored too)
+    assert row["macs_reduction"] > 0.5 and row["size_bytes"] < 0.35 * row["baseline_size_bytes"]
     assert row["samples_seen"] == 32 + 64  # two steps of 16, and the probe of the pruned trunk on 64 images
     assert row["start_cost_seconds"] > 0  # the transfer baseline's cost counts
     assert row["retention"] == pytest.approx(row["metric"] / row["baseline_metric"])
-    assert row["synthetic"] is True
+    assert row["synthetic"] is True and row["data_fingerprint"] == spec.setting.data_fingerprint
 
 
+@pytest.mark.slow
 def test_etl_trial_cuts_and_caches_its_probes(cache: Path) -> None:
-    spec = TrialSpec(task="head_pose", method="etl", compression=8, method_params={"probe_samples": 64}, **SMALL)
+    spec = TrialSpec(setting("head_pose"), method="etl", compression=8, method_params={"probe_samples": 64}, **SMALL)
     first = run_trial(spec, cache)
     assert first["status"] == "ok", first.get("traceback")
     assert first["start_cost_seconds"] == 0.0 and first["cut_layer"] and first["probe_samples"] == 64
     assert abs(first["compression_achieved"] / 8 - 1) <= 0.10
     assert first["retention"] == pytest.approx(first["baseline_metric"] / first["metric"])  # an error metric
-    assert list(cache.glob("etl-probes-*.npz"))
+    assert len(list(cache.glob("etl-probes-*.npz"))) == 1
     again = run_trial(spec, cache)
     assert again["probe_seconds"] == first["probe_seconds"]  # read back from the cache, not recomputed
-    assert again["metric"] == first["metric"]
+    assert again["metric"] == first["metric"] and again["cut_layer"] == first["cut_layer"]
+    assert len(list(cache.glob("etl-probes-*.npz"))) == 1
 
 
+@pytest.mark.slow
 def test_etl_budget_free_picks_its_own_operating_point(cache: Path) -> None:
-    row = run_trial(TrialSpec(task="head_pose", method="etl", compression=None,
+    row = run_trial(TrialSpec(setting("head_pose"), method="etl", compression=None,
                               method_params={"probe_samples": 64}, **SMALL), cache)
     assert row["status"] == "ok", row.get("traceback")
-    assert 0 < row["kept_fraction"] <= 1 and row["compression_achieved"] >= 1
+    assert 0 < row["kept_fraction"] <= 1 and row["compression_achieved"] >= 1 and row["cut_layer"]
 
 
+@pytest.mark.slow
 def test_a_failing_trial_becomes_a_failed_row(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def nan_loss(*args, **kwargs):
         raise TrainingError("loss became nan at step 3")
 
     monkeypatch.setattr(trial_module, "fine_tune", nan_loss)
-    row = run_trial(TrialSpec(task="gender", method="random", compression=4, **SMALL), cache)
+    spec = TrialSpec(setting("gender"), method="random", compression=4, **SMALL)
+    row = run_trial(spec, cache)
     assert row["status"] == "failed" and "loss became nan" in row["error"] and "Traceback" in row["traceback"]
+    assert row["trial_id"] == spec.trial_id() and row["method"] == "random"  # the header is kept
 
 
+@pytest.mark.slow
 def test_infeasible_budget_is_reported(cache: Path) -> None:
-    row = run_trial(TrialSpec(task="gender", method="magnitude", compression=5000, **SMALL), cache)
+    row = run_trial(TrialSpec(setting("gender"), method="magnitude", compression=5000, **SMALL), cache)
     assert row["status"] == "infeasible" and "above the target" in row["error"]
+    assert "metric" not in row and "baseline_metric" in row  # nothing was trained or measured
 
 
+def test_a_bad_configuration_fails_before_any_training(tmp_path: Path) -> None:
+    gender = setting("gender")
+    with pytest.raises(ConfigError, match="cannot choose its own operating point") as err:
+        TrialSpec(gender, method="magnitude", compression=None).configure()
+    with pytest.raises(ConfigError, match="does not take parameter 'epsilon'") as err:
+        TrialSpec(gender, method="random", compression=2, method_params={"epsilon": 0.1}).configure()
+    assert err.value.key == "epsilon"
+    with pytest.raises(ConfigError, match="at least 1") as err:
+        TrialSpec(gender, method="random", compression=0.5).configure()
+    assert err.value.key == "compression"
+    method, budget = TrialSpec(gender, method="etl", compression=None).configure()
+    assert method.name == "etl" and budget is None
+    row = run_trial(TrialSpec(gender, method="random", compression=2, method_params={"epsilon": 0.1}), tmp_path)
+    assert row["status"] == "failed" and row["error"].startswith("ConfigError: ")
+    assert not any(tmp_path.iterdir())  # no transfer baseline was trained for it
+
+
+def test_trial_ids_follow_what_determines_the_trial() -> None:
+    gender = setting("gender")
+    spec = TrialSpec(gender, method="magnitude", compression=4.0)
+    assert spec.trial_id() == TrialSpec(gender, method="magnitude", compression=4.0).trial_id()
+    others = [replace(spec, compression=8.0), replace(spec, method="random"), replace(spec, budget_of="macs"),
+              replace(spec, recovery=replace(RECOVERY, max_steps=2)),
+              replace(spec, method_params={"policy": "uniform"}), replace(spec, setting=replace(gender, seed=2)),
+              replace(spec, setting=replace(gender, max_train=32))]
+    ids = {spec.trial_id(), *(o.trial_id() for o in others)}
+    assert len(ids) == 1 + len(others)
+    assert (spec.task, spec.seed, spec.backbone) == ("gender", 1, gender.backbone)
+
+
+def test_an_integer_compression_is_the_same_trial() -> None:
+    gender = setting("gender")
+    assert TrialSpec(gender, "magnitude", 4).trial_id() == TrialSpec(gender, "magnitude", 4.0).trial_id()
+
+
+@pytest.mark.slow
 def test_cli_prune(cache: Path, capsys: pytest.CaptureFixture, no_data_root: None) -> None:
     args = ["prune", "--task", "gender", "--method", "random", "--compression", "2", "--max-train", "64",
             "--seed", "1", "--transfer-epochs", "1", "--recovery-steps", "2", "--cache", str(cache), "--json"]
     assert main(args) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["status"] == "ok" and row["method"] == "random"
+    assert row["status"] == "ok" and row["method"] == "random" and row["dataset"] == "synthetic"
     assert main([*args[:-1], "--param", "epsilon=0.1"]) == 2
-    assert "does not take parameter(s) ['epsilon']" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "method 'random' does not take parameter 'epsilon'; it takes: [" in err and "'policy'" in err

@@ -82,6 +82,7 @@ def test_parameter_count_and_registry():
     assert net.preprocess.mean == (129.186279296875, 104.76238250732422, 93.59396362304688)
 
 
+@pytest.mark.slow
 def test_cut_points_and_input_sizes():
     net = vggface16().eval()
     names = ["pool1", "pool2", "pool3", "pool4", "pool5", "fc6", "fc7"]
@@ -97,6 +98,7 @@ def test_cut_points_and_input_sizes():
         assert logits.shape == (x.shape[0], 2622) and torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_reads_vgg_face_dag_state_dict(tmp_path):
     state = random_dag_state()
     path = tmp_path / "vgg_face_dag.pth"
@@ -116,6 +118,7 @@ def test_reads_vgg_face_dag_state_dict(tmp_path):
     torch.testing.assert_close(outs["fc6"].flatten(1), reference, rtol=1e-4, atol=1e-4 * reference.abs().max().item())
 
 
+@pytest.mark.slow
 def test_reads_keras_vggface_h5(tmp_path):
     kernels, biases = random_keras_weights()
     path = tmp_path / "rcmalli_vggface_tf_vgg16.h5"

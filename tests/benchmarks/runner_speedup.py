@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from etlbench.runner.store import ResultsStore
+from etlbench.results import ResultsStore
 
 
 def _trial_run(out: Path) -> tuple[dict[str, Any], dict[str, float | None]]:

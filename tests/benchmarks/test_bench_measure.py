@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from etlbench.measure import Latency, count_macs, machine_info, measure_latency
+from etlbench.measure import Latency, MeasureConfig, count_macs, machine_info, measure_latency
 
 INPUT_SIZE = (112, 112)
 STABILITY_TOLERANCE = 0.05
@@ -61,7 +61,7 @@ def test_latency_is_stable_over_three_measurements(benchmark, batch: int) -> Non
     model = resnet_like()
     load_before = _load()
     runs: list[Latency] = benchmark.pedantic(
-        lambda: [measure_latency(model, INPUT_SIZE, batch=batch, threads=1) for _ in range(3)],
+        lambda: [measure_latency(model, INPUT_SIZE, batch=batch, cfg=MeasureConfig(threads=1)) for _ in range(3)],
         rounds=1, iterations=1)
     spread = _spread(runs)
     benchmark.extra_info.update(
@@ -90,7 +90,8 @@ def test_dlib_resnet29_throughput(benchmark, dlib_resnet29: nn.Module, batch: in
     threads = int(info["usable_cores"])
     load_before = _load()
     lat: Latency = benchmark.pedantic(
-        lambda: measure_latency(dlib_resnet29, INPUT_SIZE, batch=batch, threads=threads), rounds=1, iterations=1)
+        lambda: measure_latency(dlib_resnet29, INPUT_SIZE, batch=batch, cfg=MeasureConfig(threads=threads)),
+        rounds=1, iterations=1)
     benchmark.extra_info.update(
         images_per_s=lat.images_per_s, median_ms=lat.median_ms, iqr_ms=lat.iqr_ms, batch=batch, threads=threads,
         input_size=list(INPUT_SIZE), repeats=lat.repeats, warmup=lat.warmup,
@@ -101,3 +102,27 @@ def test_dlib_resnet29_throughput(benchmark, dlib_resnet29: nn.Module, batch: in
         assert lat.images_per_s >= TARGET_IMAGES_PER_S_B32, (
             f"{lat.images_per_s:.1f} images/s at batch 32 on 2 cores, below the target of {TARGET_IMAGES_PER_S_B32} "
             f"(load average {load_before:.2f} -> {_load():.2f})")
+
+
+def test_pruned_dlib_resnet29_is_faster(benchmark, dlib_resnet29: nn.Module) -> None:
+    """dlib-resnet29 with 75% of its filters removed (uniformly, by L1 norm) runs faster than the whole network
+    (batch 8, 1 thread); moved here from tests/test_pruning.py, whose unit tests time nothing."""
+    import numpy as np
+
+    from etlbench.methods import create_method
+    from etlbench.surgery import prune_channels
+    from etlbench.tasks import create_task
+    from etlbench.train import build_task_model
+
+    model = build_task_model(dlib_resnet29, create_task("gender"), np.zeros(4, np.int64)).eval()
+    pruned = prune_channels(model, create_method("magnitude").channel_scores, 0.75, INPUT_SIZE, policy="uniform")
+    load_before = _load()
+    fast, slow = benchmark.pedantic(
+        lambda: [measure_latency(m, INPUT_SIZE, batch=8, cfg=MeasureConfig(threads=1)) for m in (pruned, model)],
+        rounds=1, iterations=1)
+    benchmark.extra_info.update(pruned_ms=fast.median_ms, whole_ms=slow.median_ms,
+                                speedup=slow.median_ms / fast.median_ms, load_avg_1m=[load_before, _load()],
+                                **machine_info())
+    print(f"\npruned 75%: {fast.median_ms:.2f} ms, whole: {slow.median_ms:.2f} ms at batch 8 "
+          f"({slow.median_ms / fast.median_ms:.1f}x, load {load_before:.2f} -> {_load():.2f})")
+    assert fast.median_ms < slow.median_ms
