@@ -72,16 +72,16 @@ def _setting(args: argparse.Namespace, train: Any) -> Any:
 
     return TransferSpec(task=args.task, backbone=args.backbone or DEFAULT_BACKBONE,
                         backbone_weights=args.backbone_weights, dataset=args.dataset, data_root=args.data_root,
-                        input_size=args.input_size, max_train=args.max_train, seed=args.seed, train=train).resolved()
+                        input_size=args.input_size, max_train=args.max_train, seed=args.seed, train=train,
+                        threads=args.threads).resolved()
 
 
 def _transfer(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.train import use_threads
     from etlbench.transfer import checkpoint_path, transfer_baseline
 
-    if args.threads:
-        use_threads(args.threads)
     spec = _setting(args, _train_config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+    use_threads(spec.threads)
     cached = checkpoint_path(spec, args.out).is_file()
     row = transfer_baseline(spec, args.out)[1]
     return {**row, "checkpoint": str(checkpoint_path(spec, args.out)), "cached": cached}
@@ -128,7 +128,7 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     spec = TrialSpec(setting=_setting(args, _train_config(epochs=args.transfer_epochs)), method=args.method,
                      compression=compression, method_params=_method_params(args.param), budget_of=args.budget_of,
                      recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
-                     threads=args.threads, measure=MeasureConfig(threads=args.threads))
+                     measure=MeasureConfig(threads=args.threads))
     spec.configure()  # a bad method parameter or budget fails now, before any training
     create_backbone(spec.backbone, spec.setting.backbone_weights)
     return run_trial(spec, args.cache)
@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
     p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline's identity)")
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
     p.set_defaults(run=_transfer, show=_print_transfer)

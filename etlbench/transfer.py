@@ -12,6 +12,7 @@ the baseline from the cache when one was trained under the same identity, and tr
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 
 from etlbench import measure
-from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone
+from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone, weights_fingerprint
 from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.identity import identity
 from etlbench.model_io import save_pruned
@@ -29,37 +30,45 @@ from etlbench.tasks import create_task
 from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune, resolve_device
 
 
-def _dataset_name(dataset: str | None) -> str | None:
-    """A dataset enters identities by its name: a file by its file name, never by the folder it lies in."""
-    return Path(dataset).name if dataset and dataset.endswith(".npz") else dataset
+def dataset_name(dataset: str | None) -> str | None:
+    """What rows and identities call a dataset: its registered name, or a file's stem (never its folder)."""
+    return Path(dataset).stem if dataset and dataset.endswith(".npz") else dataset
 
 
 @dataclass(frozen=True)
 class TransferSpec:
-    """Everything that determines a transfer baseline and the data a trial sees. ``dataset`` is a registered
-    name or a canonical ``.npz`` path (``None`` until :meth:`resolved`: the task's own, or synthetic without a
-    data root); ``data_fingerprint`` is the content hash of that dataset, filled in by :meth:`resolved`."""
+    """Everything that determines a transfer baseline and the setting of the trials that start from it.
+    ``dataset`` is a registered name or a canonical ``.npz`` path (``None`` until :meth:`resolved`: the task's
+    own, or synthetic without a data root). :meth:`resolved` fills in the content hashes of the dataset and of
+    the backbone's weights file, by which identities name them (paths never enter an identity)."""
 
     task: str
-    dataset: str | None = field(default=None, metadata={"identity": _dataset_name})
+    dataset: str | None = field(default=None, metadata={"identity": dataset_name})
     data_fingerprint: str = ""
     data_root: str | None = field(default=None, metadata={"identity": False})
     backbone: str = DEFAULT_BACKBONE
-    backbone_weights: str | None = None  # a local weights file (None: the backbone's default)
+    backbone_weights: str | None = field(default=None, metadata={"identity": False})  # None: the default file
+    weights_fingerprint: str = ""
     input_size: int | None = None
     max_train: int | None = None
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
+    threads: int = 1  # torch and BLAS threads of training (and of the trials' pruning and recovery)
     device: str = "cpu"  # where it trains ("cuda" for a GPU); it is measured on the CPU
 
     def resolved(self) -> TransferSpec:
-        """This spec with its dataset named and fingerprinted (the dataset is read and validated here)."""
+        """This spec with its dataset named, and dataset and weights fingerprinted (both are read here)."""
         name = self.dataset or dataset_for_task(create_task(self.task), self.data_root)
-        return replace(self, dataset=name, data_fingerprint=load_dataset(name, self.data_root, self.seed).fingerprint)
+        return replace(self, dataset=name, data_fingerprint=load_dataset(name, self.data_root, self.seed).fingerprint,
+                       weights_fingerprint=weights_fingerprint(self.backbone, self.backbone_weights))
+
+    @property
+    def dataset_name(self) -> str | None:
+        return dataset_name(self.dataset)
 
     def key(self) -> str:
         """The baseline's identity (:func:`etlbench.identity.identity`); the spec must be :meth:`resolved`."""
-        if not self.data_fingerprint:
+        if not (self.data_fingerprint and self.weights_fingerprint):
             raise ValueError(f"transfer spec of task {self.task!r} is not resolved: call .resolved() first")
         return identity("transfer", self)
 
@@ -134,7 +143,9 @@ def transfer_baseline(spec: TransferSpec, cache_dir: str | Path, source: SourceN
         model, row = _train_baseline(spec, source, data)
         path.parent.mkdir(parents=True, exist_ok=True)
         row["checkpoint"] = path.name
-        save_pruned(model, str(path), meta={"row": json.dumps(row)})
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # a killed writer never leaves a truncated cache
+        save_pruned(model, str(partial), meta={"row": json.dumps(row)})
+        os.replace(partial, path)
         return model.eval(), row
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)

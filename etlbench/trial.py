@@ -19,7 +19,7 @@ from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.identity import identity
 from etlbench.measure import MeasureConfig
-from etlbench.methods import PruneContext, PruningMethod, create_method
+from etlbench.methods import PruneContext, PruningMethod, create_method, full_parameters
 from etlbench.model_io import load_pruned
 from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, trunk_features
 from etlbench.results import failure, header
@@ -52,10 +52,9 @@ class TrialSpec:
     setting: TransferSpec
     method: str
     compression: float | None  # target ratio baseline/pruned; None: the method's own operating point
-    method_params: dict[str, Any] = field(default_factory=dict)
+    method_params: dict[str, Any] = field(default_factory=dict)  # every parameter, defaults filled in
     budget_of: str = "params"
     recovery: TrainConfig = RECOVERY
-    threads: int = 1  # torch threads for pruning and training
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 
     @property
@@ -70,9 +69,14 @@ class TrialSpec:
     def backbone(self) -> str:
         return self.setting.backbone
 
-    def __post_init__(self) -> None:  # 4 and 4.0 are one budget, and one trial id
+    @property
+    def threads(self) -> int:
+        return self.setting.threads
+
+    def __post_init__(self) -> None:  # one trial, one id: 4 and 4.0 are one budget, `etl` is `etl {epsilon: 0.01}`
         if self.compression is not None:
             object.__setattr__(self, "compression", float(self.compression))
+        object.__setattr__(self, "method_params", full_parameters(self.method, self.method_params))
 
     def trial_id(self) -> str:
         return identity("trial", self)
@@ -208,17 +212,29 @@ def measured_fields(pruned: dict[str, Any], base: dict[str, Any]) -> dict[str, A
     return out
 
 
-def run_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
-    """Run one trial in this process (train, then measure it and its baseline) and return its results row; a
-    failure is a row with status ``failed``, the error and its traceback."""
+def trained_row(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None
+                ) -> tuple[dict[str, Any], TaskModel | None]:
+    """The whole row of :func:`train_trial` (with its header) and the pruned model; a trial that raises is a row
+    with status ``failed``, the error and its traceback (one failed trial never ends a sweep)."""
     row = header(spec)
     try:
         fields, model = train_trial(spec, cache_dir, data)
-        row.update(fields)
-        if model is not None:
-            size = tuple(row["input_size"])
-            base = measure.measure(baseline_model(spec, cache_dir, data), size, spec.measure)
-            row.update(measured_fields(measure.measure(model, size, spec.measure), base))
-    except Exception as err:  # one failed trial never ends a sweep: it becomes a row that says why
+    except Exception as err:
+        row.update(failure(err))
+        return row, None
+    row.update(fields)
+    return row, model
+
+
+def run_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None) -> dict[str, Any]:
+    """Run one trial in this process (train, then measure it and its baseline) and return its results row."""
+    row, model = trained_row(spec, cache_dir, data)
+    if model is None:
+        return row
+    try:
+        size = tuple(row["input_size"])
+        base = measure.measure(baseline_model(spec, cache_dir, data), size, spec.measure)
+        row.update(measured_fields(measure.measure(model, size, spec.measure), base))
+    except Exception as err:  # the row says why
         row.update(failure(err))
     return row

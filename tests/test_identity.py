@@ -145,13 +145,16 @@ def test_synthetic_and_real_data_never_share_a_key(no_data_root: None, real_data
 def test_a_spec_must_be_resolved_and_its_key_follows_its_fields(no_data_root: None) -> None:
     with pytest.raises(ValueError, match="not resolved"):
         TransferSpec(task="gender").key()
-    spec = TransferSpec(task="gender", dataset="synthetic", data_fingerprint="0123456789abcdef")
-    assert spec.key() == TransferSpec(task="gender", dataset="synthetic", data_fingerprint="0123456789abcdef").key()
+    fingerprints = dict(data_fingerprint="0123456789abcdef", weights_fingerprint="76543210fedcba98")
+    spec = TransferSpec(task="gender", dataset="synthetic", **fingerprints)
+    assert spec.key() == TransferSpec(task="gender", dataset="synthetic", **fingerprints).key()
     changes = [dict(seed=1), dict(max_train=10), dict(input_size=96), dict(backbone="mobilefacenet"),
-               dict(train=TrainConfig(epochs=1)), dict(data_fingerprint="fedcba9876543210"), dict(task="age")]
+               dict(train=TrainConfig(epochs=1)), dict(data_fingerprint="fedcba9876543210"), dict(task="age"),
+               dict(threads=2), dict(weights_fingerprint="random")]
     keys = {spec.key(), *(replace(spec, **c).key() for c in changes)}
     assert len(keys) == 1 + len(changes)
-    assert replace(spec, data_root="/somewhere/else").key() == spec.key()  # where data are read is not what they are
+    # where the data and the weights are read from is not what they are
+    assert replace(spec, data_root="/somewhere/else", backbone_weights="/other/copy.dat").key() == spec.key()
 
 
 def test_method_caches_are_keyed_by_setting_and_parameters() -> None:
@@ -163,3 +166,13 @@ def test_method_caches_are_keyed_by_setting_and_parameters() -> None:
     assert key != ctx("s2").cache_key("etl-probes", probe_samples=64, descriptor="mean")
     assert key != ctx("s1").cache_key("etl-probes", probe_samples=128, descriptor="mean")
     assert key != ctx("s1").cache_key("other-stage", probe_samples=64, descriptor="mean")
+
+
+def test_default_parameters_and_integer_floats_are_one_trial(no_data_root: None) -> None:
+    setting = TransferSpec(task="gender", dataset="synthetic", max_train=64, seed=1).resolved()
+    plain = TrialSpec(setting, method="etl", compression=4)
+    assert plain.trial_id() == TrialSpec(setting, "etl", 4.0, method_params={"epsilon": 0.01}).trial_id()
+    assert TrialSpec(setting, "etl", 4.0, method_params={"epsilon": 0}).trial_id() == \
+        TrialSpec(setting, "etl", 4.0, method_params={"epsilon": 0.0}).trial_id()
+    assert TrialSpec(setting, "etl", 4.0, method_params={"epsilon": 0.02}).trial_id() != plain.trial_id()
+    assert plain.method_params["probe_samples"] == 2000  # every default is part of the spec that is hashed

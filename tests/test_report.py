@@ -193,6 +193,22 @@ def test_a_report_never_averages_backbones_or_code_versions(two_backbones_two_co
     assert any("another backbone than mobilefacenet (dlib-resnet29: 8)" in n for n in one["left_out"])
 
 
+def test_one_row_per_point_where_an_edited_spec_left_older_trials(tmp_path: Path) -> None:
+    """Two trials of one experiment and code at the same point (an edited preset of the same name) are not seeds."""
+    from etlbench.report import write_report
+
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run({"name": "exp"}, {"cpu": "test cpu"})
+        for seed, retention, trial_id in ((0, 0.2, "old-spec-0"), (1, 0.4, "old-spec-1"), (0, 0.8, "new-spec-0")):
+            row = {**_scoped("dlib-resnet29", "c1", seed, retention), "trial_id": trial_id}
+            store.put(row, {"trial": trial_id}, run, experiment="exp")
+            time.sleep(0.01)
+    result = write_report(tmp_path, figures=False)
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert board.loc[0, "retention"] == pytest.approx((0.8 + 0.4) / 2)  # seed 0 counted once: its newest row
+    assert any("1 row(s) of another spec at a point that a newer row holds" in n for n in result["left_out"])
+
+
 def test_several_sections_put_their_figures_apart(two_backbones_two_codes: Path) -> None:
     from etlbench.report import write_report
 

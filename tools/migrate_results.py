@@ -6,7 +6,7 @@ re-keyed to today's ids only where today's results-shaping code computes the sam
     python tools/migrate_results.py check DIR --preset NAME --sample TASK:METHOD:COMPRESSION:SEED ...
         re-runs the sampled trials (and their transfer baselines) with today's code, in this process, with the
         preset's thread count, and compares every number that code shapes (metric, val metric, baseline metric,
-        linear probe, params, MACs, samples seen, recovery steps and best epoch, cut layer) with the stored row:
+        linear probe, samples seen, recovery steps and best epoch, cut layer, kept fraction) with the stored row:
         they must be equal, not merely close (training is deterministic on the CPU for a seed);
     python tools/migrate_results.py migrate DIR --preset NAME --code OLD_VERSION
         matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
@@ -46,10 +46,10 @@ def _point(spec: dict[str, Any]) -> tuple:
 
 def _old_view(t: TrialSpec) -> dict[str, Any]:
     """Today's planned spec in the old flat layout (setting fields at the top, transfer recipe as 'transfer')."""
-    new = canonical(t)
-    setting = new.pop("setting")
-    new.update({k: setting[k] for k in ("task", "dataset", "backbone", "backbone_weights", "input_size",
-                                         "max_train", "seed", "device")}, transfer=setting["train"])
+    new, s = canonical(t), t.setting
+    new.pop("setting")
+    new.update({k: getattr(s, k) for k in ("task", "dataset", "backbone", "backbone_weights", "input_size",
+                                           "max_train", "seed", "device", "threads")}, transfer=canonical(s.train))
     return new
 
 
@@ -60,7 +60,7 @@ def _differences(old: dict[str, Any], t: TrialSpec) -> list[str]:
             continue
         planned = new.get(key)
         if isinstance(value, dict) and isinstance(planned, dict):  # new fields may only be added at old behaviour
-            planned = {k: planned[k] for k in value}
+            planned = {k: planned.get(k) for k in value}
         if json.loads(json.dumps(planned)) != value:
             out.append(f"{key}: stored {value!r}, planned {planned!r}")
     return out
@@ -104,8 +104,10 @@ def migrate(out: Path, preset: str, old_code: str) -> int:
         new_id = t.trial_id()
         row.update(trial_id=new_id, code_version=code_version(), experiment=spec.name,
                    data_fingerprint=t.setting.data_fingerprint, migrated_from=f"{tid} (code {old['code_version']})")
-        if "model_file" in row:
-            row["model_file"] = f"models/{new_id}.pt"
+        if "model_file" in row:  # a model file of the run moves to its new name with its row
+            old_file, row["model_file"] = out / row["model_file"], f"models/{new_id}.pt"
+            if old_file.is_file():
+                old_file.rename(out / row["model_file"])
         updates.append((new_id, json.dumps(canonical(t), sort_keys=True, default=str),
                         json.dumps(row, sort_keys=True, default=str), code_version(), spec.name, row["backbone"], tid))
     if problems:

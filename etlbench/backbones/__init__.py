@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,34 @@ def weights_path(weights: str | Path) -> Path:
     return path if path.is_absolute() or root is None else root / path
 
 
+def weights_file(name: str, weights: str | Path | None = None) -> Path | None:
+    """The file a backbone's weights are read from: ``weights`` (see :func:`weights_path`), else the backbone's
+    own default (its factory's ``default_weights``), else ``None`` (random weights)."""
+    if weights is not None:
+        return weights_path(weights)
+    default = getattr(BACKBONES.get(name), "default_weights", None)
+    return default() if default is not None else None
+
+
+@functools.cache
+def _file_hash(path: Path, size: int, mtime: float) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def weights_fingerprint(name: str, weights: str | Path | None = None) -> str:
+    """A short hash of the backbone's weights file (``random`` where it has none): identities name the source
+    network's weights by their content, never by where they lie."""
+    path = weights_file(name, weights)
+    if path is None:
+        return "random"
+    stat = path.stat()
+    return _file_hash(path.resolve(), stat.st_size, stat.st_mtime)
+
+
 def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = None, **kwargs: Any) -> SourceNetwork:
     """Build a registered source network by name (``Unknown backbones`` error lists close matches); ``weights``
     is a local file (see :func:`weights_path`), ``None`` the backbone's own default."""
@@ -28,4 +58,4 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
 
 
 __all__ = ["BACKBONES", "DEFAULT_BACKBONE", "ChannelPad", "CutPoint", "Preprocess", "SourceNetwork", "create_backbone",
-           "weights_path"]
+           "weights_file", "weights_fingerprint", "weights_path"]

@@ -211,3 +211,6 @@ def dlib_resnet29(weights: str | os.PathLike | Path | None = None) -> SourceNetw
     on 150x150 chips (``(pixel - mean) / 256``, RGB). Returned in eval mode.
     """
     return build_source_network(read_dlib_network(weights if weights is not None else default_model_path()))
+
+
+dlib_resnet29.default_weights = default_model_path  # what identities fingerprint (backbones.weights_file)

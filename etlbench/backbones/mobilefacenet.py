@@ -158,3 +158,6 @@ def load_checkpoint(net: SourceNetwork, path: str | Path) -> SourceNetwork:
 def mobilefacenet(weights: str | Path | None = None) -> SourceNetwork:
     """MobileFaceNet (Chen et al., 2018) with CASIA-WebFace weights; ``weights=None`` uses the default checkpoint."""
     return load_checkpoint(build_mobilefacenet(), weights if weights is not None else default_checkpoint())
+
+
+mobilefacenet.default_weights = default_checkpoint  # what identities fingerprint (backbones.weights_file)

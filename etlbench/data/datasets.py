@@ -66,7 +66,8 @@ def _load_cached(name: str, root: str | None, seed: int) -> FaceData:
 
 def load_dataset(name: str, root: str | Path | None = None, seed: int = 0) -> FaceData:
     """A registered dataset by name (or a canonical ``.npz`` path), validated; synthetic data comes from ``seed``.
-    Each file is read once per process (a file rewritten meanwhile keeps the content, and fingerprint, first read)."""
+    The last few datasets read stay in memory (a file rewritten meanwhile keeps the content, and fingerprint, read
+    first while it stays there)."""
     resolved = data_root(root)
     return _load_cached(name, str(resolved) if resolved is not None else None, seed if name == SYNTHETIC else 0)
 

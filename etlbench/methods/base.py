@@ -52,7 +52,7 @@ class PruneContext:
     baseline_params: int
     baseline_macs: int
     transfer_model: Callable[[], TaskModel]
-    setting_key: str  # the identity of the trial's setting (task, data, backbone, input size, seed)
+    setting_key: str  # the identity of the trial's setting (TransferSpec: task, data, backbone, input size, seed...)
     cache_dir: str | None = None
 
     def baseline_size(self, of: str) -> int:
@@ -151,6 +151,18 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     return {float: "a finite number", int: "an integer", bool: "true or false", str: "a string",
             type(None): "null"}.get(hint, str(hint))
+
+
+def full_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every parameter of the method at its default where not given, and integers given for a
+    float parameter as floats: the form a trial's identity hashes (``etl`` and ``etl {epsilon: 0.01}`` are one
+    trial). Parameters the method does not take are kept, for :func:`create_method` to reject."""
+    known = method_parameters(METHODS.get(name))
+    out = {k: p.default for k, p in known.items() if p.default is not inspect.Parameter.empty}
+    for key, value in params.items():
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        out[key] = float(value) if key in known and known[key].annotation is float and is_int else value
+    return out
 
 
 def create_method(name: str, **params: Any) -> PruningMethod:

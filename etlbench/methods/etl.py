@@ -10,6 +10,7 @@ learning is needed before pruning.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -151,9 +152,11 @@ class ETL(PruningMethod):
         report = ProbeReport(scores, importance, strength, time.perf_counter() - start, len(y))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, cut_names=np.array(cuts), cut_scores=np.array([scores[c] for c in cuts]),
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")  # never a truncated cache file
+            np.savez(partial, cut_names=np.array(cuts), cut_scores=np.array([scores[c] for c in cuts]),
                      strength=strength, seconds=report.seconds, samples=report.samples,
                      **{f"imp/{n}": v for n, v in importance.items()})
+            os.replace(partial, path)
         return report
 
     def shared_stage(self, ctx: PruneContext) -> None:

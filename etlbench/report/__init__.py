@@ -33,24 +33,27 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     path = Path(out_dir) / "results.sqlite"
     if not path.is_file():
         raise ReportError(f"{path}: no results database (run `etlbench run --out {out_dir}` first)")
-    with ResultsStore(path) as store:
+    with ResultsStore(path, readonly=True) as store:
         return store.frame()
 
 
-def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], code: str) -> tuple[str, str]:
-    """The title and the conditions line of one section, from the runs of its experiment and backbone."""
+def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataFrame) -> tuple[str, str]:
+    """The title and the conditions line of one section, from the runs that wrote its rows: the last that
+    measured something (its machine is the one the latencies were measured on), else the last."""
     experiment, backbone = key
-    own = [r for r in runs if r["spec"].get("name") == experiment and r["spec"].get("backbone") == backbone]
+    code, writers = part["code_version"].iloc[0], set(part["run_id"].dropna().astype(int))
+    own = [r for r in runs if r["run_id"] in writers]
+    measured = [r for r in own if (r["summary"] or {}).get("measured")]
     title = f"{experiment}: {backbone}"
     if not own:
         return title, f"Code {code}."
-    spec, env = own[-1]["spec"], own[-1]["environment"]
+    spec, env = (measured or own)[-1]["spec"], (measured or own)[-1]["environment"]
     budget = ", ".join(f"{k} {spec.get('recovery', {}).get(k)}" for k in _BUDGET)
     measure = spec.get("measure", {})
     return (title,
             f"Code {code}. Backbone {backbone}, seeds {spec.get('seeds')}, train subset "
-            f"{spec.get('max_train') or 'all'}, recovery ({budget}); {len(own)} run(s) of this experiment, the last on "
-            f"{env.get('cpu')} ({env.get('usable_cores')} usable cores), torch {env.get('torch')}, "
+            f"{spec.get('max_train') or 'all'}, recovery ({budget}); rows of {len(own)} run(s), measured in the last "
+            f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), torch {env.get('torch')}, "
             f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
             f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, measured alone.")
 
@@ -74,18 +77,17 @@ def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = Tr
     if trials.empty:
         raise ReportError(f"{out_dir / 'results.sqlite'}: no trials stored yet, nothing to report")
     selection = select(trials, code_version=code_version, backbone=backbone, experiment=experiment)
-    with ResultsStore(out_dir / "results.sqlite") as store:
+    with ResultsStore(out_dir / "results.sqlite", readonly=True) as store:
         runs = store.runs()
     written: list[Path] = []
     markdown, html, csv = [], [], []
     for key, part in selection.sections:
         fig_dir = out_dir / "figures" / (_slug(key) if len(selection.sections) > 1 else "")
-        title, conditions = _conditions(runs, key, part["code_version"].iloc[0])
+        title, conditions = _conditions(runs, key, part)
+        figure_files: list[Path] = []  # only what this call drew: never an older report's figures
         if figures and (part["status"] == "ok").any():
             figure_files = write_figures(part, fig_dir, formats=tuple(set(formats) | {"png"}))
             written += figure_files
-        else:
-            figure_files = sorted(fig_dir.glob("*.png"))
         report = build(part)
         markdown.append(to_markdown(report, title, conditions, [str(f.relative_to(out_dir)) for f in figure_files
                                                                  if f.suffix == ".png"]))

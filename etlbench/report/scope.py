@@ -1,8 +1,9 @@
 """Which rows a report stands on: it never averages rows that do not belong together.
 
 Rows of one (experiment, backbone) are one section; within it, only one code version is reported: the newest
-(the one whose rows were written last) unless another is asked for. Every row left out is counted, with the
-reason, on the page.
+(the one whose rows were written last) unless another is asked for, and one row per point (task, method,
+compression, seed): the newest, where an edited spec of the same name left older trials at the same point.
+Every row left out is counted, with the reason, on the page.
 """
 
 from __future__ import annotations
@@ -52,7 +53,13 @@ def select(trials: pd.DataFrame, *, code_version: str | None = None, backbone: s
             left_out.append(f"{key[0]} on {key[1]}: {len(older)} row(s) of other code "
                             f"({_counts(older, 'code_version')}) left out; reported: code {newest}, the newest "
                             f"(choose another with --code-version)")
-        sections.append((key, part[part["code_version"] == newest]))
+        part = part[part["code_version"] == newest].sort_values("updated_at")
+        points = ["task", "method", "compression", "seed"]
+        repeated = part[part.duplicated(points, keep="last")]  # other trials at the same point: another spec
+        if len(repeated):
+            left_out.append(f"{key[0]} on {key[1]}: {len(repeated)} row(s) of another spec at a point that a newer "
+                            f"row holds (same task, method, compression and seed) left out")
+        sections.append((key, part.drop_duplicates(points, keep="last")))
     return Selection(sections, left_out)
 
 

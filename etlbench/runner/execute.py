@@ -40,14 +40,14 @@ from etlbench.methods import METHODS, PruningMethod
 from etlbench.model_io import save_pruned
 from etlbench.plan import ExperimentSpec, plan
 from etlbench.report import write_report
-from etlbench.results import FINAL, ResultsStore, failed_row, failure, header
+from etlbench.results import FINAL, ResultsStore, failed_row, failure
 from etlbench.trial import (
     TrialSpec,
     baseline_model,
     load_pruned_model,
     measured_fields,
     shared_stage,
-    train_trial,
+    trained_row,
 )
 
 
@@ -110,13 +110,7 @@ def _trial_task(t: TrialSpec, data: TaskData, cache: str, models: str, tracker: 
     check_code(code)
     tracker.started.remote(t.trial_id())
     start = time.perf_counter()
-    row = header(t)
-    try:
-        fields, model = train_trial(t, cache, data)
-        row.update(fields)
-    except Exception as err:  # one failed trial never ends a sweep: it becomes a row that says why
-        row.update(failure(err))
-        model = None
+    row, model = trained_row(t, cache, data)
     if model is not None:
         path = Path(models) / f"{row['trial_id']}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,8 +151,8 @@ def _row_line(row: dict[str, Any]) -> str:
         return f"{head} ({row.get('error', '')})"
     quality = f"{row['metric_name']} {row['metric']:.4g}, retention {row['retention']:.3f}"
     if row["status"] == "ok":
-        return (f"{head}: {quality}, {row['compression_achieved']:.2f}x params, latency -{row['latency_reduction']:.0%}"
-                f" (b1)")
+        latency = f", latency -{row['latency_reduction']:.0%} (b1)" if "latency_reduction" in row else ""
+        return f"{head}: {quality}, {row['compression_achieved']:.2f}x params{latency}"
     return f"{head}: {quality} in {row.get('trial_seconds', 0):.0f} s"
 
 
@@ -194,7 +188,7 @@ class Run:
         return self.out / "cache"
 
     def put(self, t: TrialSpec, row: dict[str, Any]) -> None:
-        """Store ``row`` of trial ``t`` (one transaction) and print its line."""
+        """Store ``row`` of trial ``t`` in one transaction, stamped with this run and experiment."""
         start = time.perf_counter()
         self.store.put(row, t, self.run_id, self.spec.name)
         self.summary.store_seconds += time.perf_counter() - start
