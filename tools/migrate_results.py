@@ -8,7 +8,7 @@ re-keyed to today's ids only where today's results-shaping code computes the sam
         preset's thread count, and compares every number that code shapes (metric, val metric, baseline metric,
         linear probe, samples seen, recovery steps and best epoch, cut layer, kept fraction) with the stored row:
         they must be equal, not merely close (training is deterministic on the CPU for a seed);
-    python tools/migrate_results.py migrate DIR --preset NAME --code OLD_VERSION
+    python tools/migrate_results.py migrate DIR --preset NAME --code OLD_VERSION [--backbone NAME]
         matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
         compression and seed, checks that the stored spec equals the planned one field by field, and rewrites
         the row under today's trial id, code version and experiment name (in one transaction).
@@ -84,8 +84,8 @@ def check(out: Path, preset: str, samples: list[str]) -> int:
     return 1 if failures else 0
 
 
-def migrate(out: Path, preset: str, old_code: str) -> int:
-    spec = load_spec(preset)
+def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) -> int:
+    spec = load_spec(preset, backbone=backbone)
     trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(spec)}
     db = sqlite3.connect(out / "results.sqlite")
     for column in ("code_version", "experiment", "backbone"):
@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--sample", nargs="*", default=[], help="TASK:METHOD:COMPRESSION:SEED (check)")
     parser.add_argument("--code", help="the stored rows' code version (migrate)")
+    parser.add_argument("--backbone", help="the backbone the preset was run on (migrate), as etlbench run --backbone")
     args = parser.parse_args(argv)
     if args.action == "check":
         return check(args.dir, args.preset, args.sample)
-    return migrate(args.dir, args.preset, args.code)
+    return migrate(args.dir, args.preset, args.code, args.backbone)
 
 
 if __name__ == "__main__":
