@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline's identity)")
+                   help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline id)")
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
     p.set_defaults(run=_transfer, show=_print_transfer)

@@ -271,7 +271,7 @@ class Run:
         for ref in stages:
             try:
                 self.summary.shared_busy_seconds += ray.get(ref)
-            except Exception:
+            except Exception:  # a failed stage: the trials that needed it failed and say why
                 continue
         self.summary.trial_stage_seconds = time.perf_counter() - start
 
