@@ -151,7 +151,7 @@ def _row_line(row: dict[str, Any]) -> str:
         return f"{head} ({row.get('error', '')})"
     quality = f"{row['metric_name']} {row['metric']:.4g}, retention {row['retention']:.3f}"
     if row["status"] == "ok":
-        latency = f", latency -{row['latency_reduction']:.0%} (b1)" if "latency_reduction" in row else ""
+        latency = f", latency {-row['latency_reduction']:+.0%} (b1)" if "latency_reduction" in row else ""
         return f"{head}: {quality}, {row['compression_achieved']:.2f}x params{latency}"
     return f"{head}: {quality} in {row.get('trial_seconds', 0):.0f} s"
 
