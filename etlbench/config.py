@@ -160,10 +160,10 @@ def _compressions(raw: Any, methods: dict[str, dict[str, Any]], source: str) -> 
     if not isinstance(raw, list):
         raise _fail(source, "compressions", f"expected a list of ratios (e.g. [2, 4, auto]), got {raw!r}")
     out: list[float | None] = []
+    any_chooser = any(METHODS.get(m).chooses_operating_point for m in methods)
     for i, c in enumerate(raw):
         if c == "auto":
-            choosers = [m for m in methods if METHODS.get(m).chooses_operating_point]
-            if not choosers:
+            if not any_chooser:
                 raise _fail(source, f"compressions[{i}]", f"'auto' needs a method that chooses its own operating "
                                                           f"point; none of {sorted(methods)} does")
             out.append(None)

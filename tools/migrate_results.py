@@ -1,19 +1,17 @@
 """Re-key a results database written before etlbench's identity redesign, where that is shown to be safe.
 
 Rows written by older code carry trial ids of the old identity (a hash of every package file). They may be
-re-keyed to today's ids only where today's results-shaping code computes the same numbers:
+re-keyed to today's ids only where today's results-shaping code computes the same numbers; show that first with
+tools/compare_code.py (the old and today's code on the same trials, on one machine: training is deterministic
+on one CPU and thread count, not across CPUs, so stored rows of another machine cannot be re-run bit for bit).
+Then:
 
-    python tools/migrate_results.py check DIR --preset NAME --sample TASK:METHOD:COMPRESSION:SEED ...
-        re-runs the sampled trials (and their transfer baselines) with today's code, in this process, with the
-        preset's thread count, and compares every number that code shapes (metric, val metric, baseline metric,
-        linear probe, samples seen, recovery steps and best epoch, cut layer, kept fraction) with the stored row:
-        they must be equal, not merely close (training is deterministic on the CPU for a seed);
-    python tools/migrate_results.py migrate DIR --preset NAME --code OLD_VERSION [--backbone NAME]
-        matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
-        compression and seed, checks that the stored spec equals the planned one field by field, and rewrites
-        the row under today's trial id, code version and experiment name (in one transaction).
+    python tools/migrate_results.py DIR --preset NAME --code OLD_VERSION [--backbone NAME]
 
-Latencies are measurements, not computations: they are kept as measured.
+matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
+compression and seed, checks that the stored spec equals the planned one field by field (fields added since
+only at the old behaviour), and rewrites the row under today's trial id, code version and experiment name, in
+one transaction (a model file of the run moves to its new name). Latencies are measurements: kept as measured.
 """
 
 from __future__ import annotations
@@ -22,17 +20,14 @@ import argparse
 import json
 import sqlite3
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from etlbench.config import load_spec
 from etlbench.identity import canonical, code_version
 from etlbench.plan import plan
-from etlbench.trial import TrialSpec, train_trial
-
-SHAPED = ("metric", "val_metric", "baseline_metric", "linear_probe_metric", "samples_seen", "recovery_steps",
-          "recovery_best_epoch", "cut_layer", "kept_fraction")
+from etlbench.results import ResultsStore
+from etlbench.trial import TrialSpec
 
 
 def _stored(db: sqlite3.Connection) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -66,31 +61,11 @@ def _differences(old: dict[str, Any], t: TrialSpec) -> list[str]:
     return out
 
 
-def check(out: Path, preset: str, samples: list[str]) -> int:
-    trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(load_spec(preset))}
-    stored = {_point(spec): row for _, spec, row in _stored(sqlite3.connect(out / "results.sqlite"))}
-    failures = 0
-    with tempfile.TemporaryDirectory() as cache:
-        for sample in samples:
-            task, method, compression, seed = sample.split(":")
-            key = (task, method, None if compression == "auto" else float(compression), int(seed))
-            fields, _ = train_trial(trials[key], cache)
-            row = stored[key]
-            diffs = [f"{k}: stored {row.get(k)!r}, now {fields.get(k)!r}" for k in SHAPED
-                     if k in row and row.get(k) != fields.get(k)]
-            failures += bool(diffs)
-            print(f"{sample}: {'DIFFERENT ' + '; '.join(diffs) if diffs else 'identical'} "
-                  f"({', '.join(f'{k} {fields.get(k)}' for k in SHAPED[:3])})")
-    return 1 if failures else 0
-
-
 def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) -> int:
     spec = load_spec(preset, backbone=backbone)
     trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(spec)}
+    ResultsStore(out / "results.sqlite").close()  # today's schema (the columns rows are scoped by)
     db = sqlite3.connect(out / "results.sqlite")
-    for column in ("code_version", "experiment", "backbone"):
-        if column not in {r[1] for r in db.execute("PRAGMA table_info(trials)")}:
-            db.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
     updates, problems = [], []
     for tid, old, row in _stored(db):
         if old.get("code_version", "").split("+")[-1] != old_code.split("+")[-1]:
@@ -123,15 +98,11 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["check", "migrate"])
     parser.add_argument("dir", type=Path)
     parser.add_argument("--preset", required=True)
-    parser.add_argument("--sample", nargs="*", default=[], help="TASK:METHOD:COMPRESSION:SEED (check)")
-    parser.add_argument("--code", help="the stored rows' code version (migrate)")
-    parser.add_argument("--backbone", help="the backbone the preset was run on (migrate), as etlbench run --backbone")
+    parser.add_argument("--code", required=True, help="the stored rows' code version")
+    parser.add_argument("--backbone", help="the backbone the preset was run on, as etlbench run --backbone")
     args = parser.parse_args(argv)
-    if args.action == "check":
-        return check(args.dir, args.preset, args.sample)
     return migrate(args.dir, args.preset, args.code, args.backbone)
 
 

@@ -336,12 +336,13 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
         final = {k for k, v in stored.items() if v in FINAL}
         ready = {r["trial_id"] for r in store.rows(status="trained")
                  if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
-        to_train = [t for t in trials if t.trial_id() not in final | ready]
+        done = final | ready
+        to_train = [t for tid, t in by_id.items() if tid not in done]
         summary = RunSummary(str(out), len(trials), len(final), len(to_train), 0, {}, workers, spec.threads)
         console.print(f"{spec.name}: {len(trials)} trials (code {code_version()}); {len(final)} already done, "
                       f"{len(ready)} to measure, {len(to_train)} to run on {workers} worker(s) x {spec.threads} "
                       f"thread(s)")
-        need = [t for t in trials if t.trial_id() not in final]
+        need = [t for tid, t in by_id.items() if tid not in final]
         data: dict[tuple, TaskData] = {}
         for t in need:  # each task's splits once; every bad input fails here, before any training
             if t.setting.data_key not in data:
