@@ -58,11 +58,11 @@ def _print_list(rows: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {row['description']}{extra}")
 
 
-def _train_config(**given: Any) -> Any:
-    """A training budget: the options given on the command line, the defaults of TrainConfig for the rest."""
-    from etlbench.train import TrainConfig
+def _train_config(recipe: Any, **given: Any) -> Any:
+    """``recipe`` (a TrainConfig) with the options given on the command line."""
+    from dataclasses import replace
 
-    return TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    return replace(recipe, **recipe.budget_fields({k: v for k, v in given.items() if v is not None}))
 
 
 def _setting(args: argparse.Namespace, train: Any) -> Any:
@@ -78,9 +78,10 @@ def _setting(args: argparse.Namespace, train: Any) -> Any:
 
 def _transfer(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.train import use_threads
-    from etlbench.transfer import checkpoint_path, transfer_baseline
+    from etlbench.transfer import TRANSFER, checkpoint_path, transfer_baseline
 
-    spec = _setting(args, _train_config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr))
+    spec = _setting(args, _train_config(TRANSFER, epochs=args.epochs, samples=args.samples,
+                                        batch_size=args.batch_size, lr=args.lr))
     use_threads(spec.threads)
     cached = checkpoint_path(spec, args.out).is_file()
     row = transfer_baseline(spec, args.out)[1]
@@ -99,8 +100,8 @@ def _print_transfer(row: dict[str, Any]) -> None:
     print(f"  frozen linear probe ({row['probe_cut']}): {row['metric_name']} {row['probe_metric']:.4f} "
           f"in {row['probe_seconds']:.1f} s (the head starts from it: linear probe, then fine-tune)")
     print(f"  params {row['params']:,}  size {row['size_bytes']:,} B  MACs {row['macs']:,}")
-    print(f"  train {row['train_seconds']:.1f} s, {row['samples_seen']:,} samples, best epoch {row['best_epoch']}/"
-          f"{row['epochs']}, {row['threads']} threads")
+    print(f"  train {row['train_seconds']:.1f} s, {row['samples_seen']:,} samples, val chose the model after "
+          f"{row['best_samples']:,} of them, {row['threads']} threads, {row['precision']}")
     print(f"  checkpoint: {row['checkpoint']}" + (" (read from the cache: trained before under the same identity)"
                                                    if row["cached"] else ""))
 
@@ -118,16 +119,18 @@ def _method_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    from dataclasses import replace
-
     from etlbench.backbones import create_backbone
     from etlbench.measure import MeasureConfig
+    from etlbench.transfer import TRANSFER
     from etlbench.trial import RECOVERY, TrialSpec, run_trial
 
     compression = None if args.compression in ("auto", "free") else float(args.compression)
-    spec = TrialSpec(setting=_setting(args, _train_config(epochs=args.transfer_epochs)), method=args.method,
-                     compression=compression, method_params=_method_params(args.param), budget_of=args.budget_of,
-                     recovery=replace(RECOVERY, epochs=args.recovery_epochs, max_steps=args.recovery_steps),
+    spec = TrialSpec(setting=_setting(args, _train_config(TRANSFER, epochs=args.transfer_epochs,
+                                                          samples=args.transfer_samples)),
+                     method=args.method, compression=compression, method_params=_method_params(args.param),
+                     budget_of=args.budget_of,
+                     recovery=_train_config(RECOVERY, epochs=args.recovery_epochs, samples=args.recovery_samples,
+                                            max_steps=args.recovery_steps),
                      measure=MeasureConfig(threads=args.threads))
     spec.configure()  # a bad method parameter or budget fails now, before any training
     create_backbone(spec.backbone, spec.setting.backbone_weights)
@@ -198,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or synthetic without a data root)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
     p.add_argument("--input-size", type=int, help="square input size in px (default: the backbone's)")
-    p.add_argument("--epochs", type=int, help="default: the transfer recipe's (TrainConfig)")
+    p.add_argument("--samples", type=int, help="the budget in samples seen (default: the transfer recipe's)")
+    p.add_argument("--epochs", type=int, help="the budget in epochs instead")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
     p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
@@ -223,9 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root")
     p.add_argument("--input-size", type=int)
     p.add_argument("--max-train", type=int)
-    p.add_argument("--transfer-epochs", type=int,
-                   help="epochs of the transfer baseline (trained once, then cached)")
-    p.add_argument("--recovery-epochs", type=int, default=1)
+    p.add_argument("--transfer-samples", type=int,
+                   help="samples seen by the transfer baseline (trained once, then cached; default: its recipe's)")
+    p.add_argument("--transfer-epochs", type=int, help="its budget in epochs instead")
+    p.add_argument("--recovery-samples", type=int, help="samples seen in recovery (default: the shared recipe's)")
+    p.add_argument("--recovery-epochs", type=int, help="the recovery budget in epochs instead")
     p.add_argument("--recovery-steps", type=int, help="cap the recovery at this many steps (the same for all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and latency")

@@ -26,6 +26,7 @@ from etlbench.plan import ExperimentSpec
 from etlbench.registry import DATASETS, TASKS, UnknownNameError
 from etlbench.tasks import create_task
 from etlbench.train import TrainConfig
+from etlbench.transfer import TRANSFER
 from etlbench.trial import RECOVERY
 
 __all__ = ["ExperimentSpec", "SpecError", "load_spec", "parse_spec", "preset_names"]
@@ -75,6 +76,8 @@ def _section(raw: Any, source: str, section: str, default: Any) -> Any:
     if unknown:
         raise _fail(source, f"{section}.{unknown[0]}", f"unknown key; {section} takes {keys}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+    if isinstance(default, TrainConfig):
+        values = default.budget_fields(values)
     try:
         return dataclasses.replace(default, **values)
     except (TypeError, ValueError) as err:
@@ -214,6 +217,6 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
         seeds=tuple(raw.get("seeds", [0])), backbone=backbone, backbone_weights=weights,
         input_size=raw.get("input_size"), data_root=raw.get("data_root"), max_train=raw.get("max_train"),
         budget_of=raw.get("budget_of", "params"), threads=raw.get("threads", 1), gpus=float(raw.get("gpus", 0)),
-        transfer=_section(raw.get("transfer"), source, "transfer", TrainConfig()),
+        transfer=_section(raw.get("transfer"), source, "transfer", TRANSFER),
         recovery=_section(raw.get("recovery"), source, "recovery", RECOVERY),
         measure=_section(raw.get("measure"), source, "measure", MeasureConfig()))

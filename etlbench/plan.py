@@ -12,7 +12,7 @@ from etlbench.backbones import DEFAULT_BACKBONE
 from etlbench.measure import MeasureConfig
 from etlbench.registry import METHODS
 from etlbench.train import TrainConfig
-from etlbench.transfer import TransferSpec
+from etlbench.transfer import TRANSFER, TransferSpec
 from etlbench.trial import RECOVERY, TrialSpec
 
 
@@ -33,7 +33,7 @@ class ExperimentSpec:
     budget_of: str = "params"
     threads: int = 1  # torch threads of each trial (parallel trials share the cores)
     gpus: float = 0.0  # GPUs each trial asks Ray for
-    transfer: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TrainConfig = TRANSFER
     recovery: TrainConfig = RECOVERY
     measure: MeasureConfig = field(default_factory=MeasureConfig)
 

@@ -148,10 +148,10 @@ class ResultsStore:
         wanted = None if ids is None else set(ids)
         return [r for tid, r in rows if wanted is None or tid in wanted]
 
-    def frame(self) -> pd.DataFrame:
-        """Every trial as one tidy DataFrame: the columns of docs/design.md, then the method-specific fields.
-        Rows written before rows carried their code version and experiment get them from their stored spec and
-        the run that stored them."""
+    def frame(self, curves: bool = False) -> pd.DataFrame:
+        """Every trial as one tidy DataFrame: the columns of docs/design.md, then the method-specific fields
+        (with ``curves``, also each trial's anytime recovery curve, a list per row). Rows written before rows
+        carried their code version and experiment get them from their stored spec and the run that stored them."""
         import pandas as pd  # lazy: only the report needs pandas
 
         experiments = {r["run_id"]: r["spec"].get("name") for r in self.runs()}
@@ -160,7 +160,8 @@ class ResultsStore:
         rows = []
         for r in self.rows():
             code, run_id = written[r["trial_id"]]
-            row = {k: v for k, v in r.items() if k not in ("traceback", "metrics", "history")}
+            row = {k: v for k, v in r.items()
+                   if k not in ("traceback", "metrics", "history") and (curves or k != "recovery_curve")}
             rows.append({**row, "code_version": row.get("code_version") or code,
                          "experiment": row.get("experiment") or experiments.get(run_id)})
         df = pd.DataFrame(rows)

@@ -10,8 +10,9 @@ import copy
 import itertools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,33 +47,94 @@ def build_task_model(source: SourceNetwork, task: Task, train_targets: np.ndarra
     return TaskModel(trunk, task.make_head(points[last].channels, train_targets))
 
 
+NORM_MODES = ("frozen", "batch", "recalibrate", "reset")
+#: Where the shared recipes evaluate val (fractions of the budget): the anytime curve of quality against cost.
+ANYTIME = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The fine-tuning budget: the same for every method of an experiment."""
+    """A fine-tuning recipe and budget: the same for every method of an experiment (Blalock et al., MLSys 2020).
 
+    The budget is ``samples`` seen (epochs follow from the train split's size), else ``epochs`` passes, else
+    ``max_steps`` batches when that is set. ``norm`` says how the normalisation layers are handled:
+    ``frozen`` keeps their statistics (dlib's are folded: identities) and trains their affine in eval mode;
+    ``batch`` first re-expresses them with the train split's statistics (:func:`standardize_norms`, the same
+    function) and trains with batch statistics; ``recalibrate`` is EagleEye's adaptive batch norm (Li et al.,
+    ECCV 2020): the unpruned start models are re-expressed with their statistics before pruning
+    (:func:`etlbench.trial.prune_context`), and the pruned network's statistics are re-estimated with the affine
+    kept (:func:`recalibrate_norms`), so that each kept channel leaves its norm distributed as it did before
+    pruning; then it trains with batch statistics. ``reset`` re-estimates the statistics without re-expressing
+    the start models first, so dlib's folded affine (fitted for identity statistics) then acts on normalised
+    inputs: another function, re-fitted by the probe and training (a variant of the recipe search).
+    ``distill`` is the weight of matching the unpruned transfer baseline's outputs (Hinton et al. 2015);
+    ``eval_at`` the fractions of the budget where val (and test, for the record) are evaluated, ``()`` after every
+    epoch. ``precision`` ``bf16`` trains under bfloat16 autocast; evaluation stays fp32.
+    """
+
+    # The defaults are the recipe chosen on val (docs/recipe-search/README.md); the budget is the experiment's.
     epochs: int = 3
+    samples: int | None = None
     max_steps: int | None = None
     batch_size: int = 32
-    lr: float = 1e-4  # the head's; AdamW, cosine schedule (chosen on UTKFace gender's val split: 1e-3 overshot)
-    trunk_lr_scale: float = 0.1
+    lr: float = 1e-4  # the head's; AdamW with linear warm-up then cosine decay
+    trunk_lr_scale: float = 10.0  # the trunk's rate: 1e-3 (its conv weights are at He scale, balance_convs)
     weight_decay: float = 1e-4
+    warmup: float = 0.05  # fraction of the steps
     flip: bool = True
-    freeze_norm_stats: bool = True
+    norm: str = "frozen"
+    precision: str = "bf16"
+    distill: float = 0.0
+    temperature: float = 4.0
+    eval_at: tuple[float, ...] = ()
     eval_batch_size: int = 64
-    # Recovery after pruning (see etlbench.trial.recover); off for the transfer baseline, which starts from the
-    # probe of the whole source network by its own recipe.
-    probe_head: bool = False  # start the head at the linear probe of the (pruned) trunk's features
-    balance_convs: bool = False  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
+    balance_convs: bool = True  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
+
+    def __post_init__(self) -> None:
+        checks = {"norm": (self.norm in NORM_MODES, f"one of {NORM_MODES}"),
+                  "precision": (self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+                  "warmup": (0 <= self.warmup < 1, "a fraction in [0, 1)"),
+                  "distill": (0 <= self.distill <= 1, "a weight in [0, 1]"),
+                  "samples": (self.samples is None or self.samples >= 1, "at least 1"),
+                  "eval_at": (all(0 < f <= 1 for f in self.eval_at), "fractions in (0, 1]")}
+        for key, (ok, expected) in checks.items():
+            if not ok:
+                raise ValueError(f"{key}: expected {expected}, got {getattr(self, key)!r}")
+
+    @staticmethod
+    def budget_fields(values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` to replace in a recipe, where ``epochs`` given without ``samples`` sets the budget in epochs
+        (a recipe's ``samples`` would otherwise take precedence)."""
+        return {"samples": None, **values} if "epochs" in values and "samples" not in values else values
+
+    def total_steps(self, n_train: int) -> int:
+        """The budget in batches for a train split of ``n_train`` samples."""
+        if self.max_steps is not None:
+            return self.max_steps
+        if self.samples is not None:
+            return math.ceil(self.samples / self.batch_size)
+        return self.epochs * math.ceil(n_train / self.batch_size)  # each epoch ends with its remainder
+
+    def eval_steps(self, n_train: int) -> list[int]:
+        """The steps after which val is evaluated (step 0, the starting point, is always evaluated too)."""
+        total = self.total_steps(n_train)
+        if self.eval_at:
+            return sorted({max(1, round(f * total)) for f in self.eval_at} | {total})
+        per_epoch = math.ceil(n_train / self.batch_size)
+        return sorted({min(total, e * per_epoch) for e in range(1, math.ceil(total / per_epoch) + 1)})
 
 
 @dataclass
 class TrainResult:
     val_metrics: dict[str, float]
-    best_epoch: int
+    best_step: int
+    best_samples: int
     train_seconds: float
     samples_seen: int
     steps: int
     history: list[dict[str, float | None]] = field(default_factory=list)
+    test_metrics: dict[str, float] = field(default_factory=dict)  # of the selected model
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -158,6 +220,86 @@ def set_train_mode(model: nn.Module, freeze_norm_stats: bool) -> None:
                 m.eval()
 
 
+def _norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.running_var is not None and m.weight is not None]
+
+
+def _sample(images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A seeded subset of ``count`` images (all of them where there are fewer)."""
+    if len(images) <= count:
+        return images
+    return images[np.sort(np.random.default_rng(seed).choice(len(images), count, replace=False))]
+
+
+@torch.no_grad()
+def standardize_norms(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
+                      count: int = 1024, seed: int = 0) -> int:
+    """Re-express each batch norm with the per-channel mean and variance of its inputs on ``count`` of
+    ``images``, adjusting its affine so that eval mode computes exactly the same function. dlib's norms are
+    folded (identity statistics), so training them with batch statistics would change the network ~15x;
+    after this it is an ordinary batch-normalised network. Returns the norms re-expressed."""
+    norms = _norms(model)
+    sums: dict[nn.Module, list[torch.Tensor]] = {}
+
+    def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
+        x = inputs[0].double().transpose(0, 1).flatten(1)
+        acc = sums.setdefault(module, [torch.zeros(len(x), dtype=torch.float64)] * 2 + [0])
+        sums[module] = [acc[0] + x.sum(1), acc[1] + x.pow(2).sum(1), acc[2] + x.shape[1]]
+
+    hooks = [m.register_forward_hook(record) for m in norms]
+    try:
+        predict(model, _sample(images, count, seed), preprocess, size)
+    finally:
+        for h in hooks:
+            h.remove()
+    for m in norms:
+        total, squares, n = sums[m]
+        mean = total / n
+        var = (squares / n - mean.pow(2)).clamp_min(0)
+        old_std = (m.running_var.double() + m.eps).sqrt()
+        gain = m.weight.double() / old_std
+        m.bias.copy_(m.bias.double() + gain * (mean - m.running_mean.double()))
+        m.weight.copy_(gain * (var + m.eps).sqrt())
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var)
+    return len(norms)
+
+
+@torch.no_grad()
+def recalibrate_norms(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
+                      count: int = 1024, seed: int = 0, batch_size: int = 64) -> int:
+    """Adaptive batch norm (Li et al., "EagleEye", ECCV 2020): re-estimate every norm's running statistics from
+    ``count`` of ``images`` in train mode (each layer normalised by its own batch statistics), keeping its
+    affine. Returns the norms recalibrated."""
+    norms = _norms(model)
+    was_training, momenta = model.training, [m.momentum for m in norms]
+    device = model_device(model)
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+        m.train()
+    sample = _sample(images, count, seed)
+    for b in iterate_batches(sample, batch_size):
+        model(preprocess(torch.from_numpy(sample[b]), size).to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(norms)
+
+
+def prepare(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
+            seed: int = 0) -> None:
+    """What a recipe does to a network before it is trained: balance the conv scales, then handle the norms."""
+    if cfg.balance_convs:
+        balance_conv_scales(model)
+    if cfg.norm == "batch":
+        standardize_norms(model, images, preprocess, size, seed=seed)
+    elif cfg.norm in ("recalibrate", "reset"):
+        recalibrate_norms(model, images, preprocess, size, seed=seed)
+
+
 def _optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.Optimizer:
     trunk = [p for p in model.trunk.parameters() if p.requires_grad]
     head = [p for p in model.head.parameters() if p.requires_grad]
@@ -169,59 +311,94 @@ def _better(task: Task, a: float, b: float | None) -> bool:
     return b is None or (a > b if task.higher_is_better else a < b)
 
 
+def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Batches of a new permutation every epoch, without end (each epoch ends with its remainder)."""
+    while True:
+        yield from iterate_batches(np.empty(n), batch_size, rng.permutation(n))
+
+
+def _schedule(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """The learning-rate factor at a step: linear warm-up over ``warmup`` of the steps, then cosine decay."""
+    ramp = round(warmup * total_steps)
+
+    def factor(step: int) -> float:
+        if step < ramp:
+            return (step + 1) / ramp
+        return 0.5 * (1 + math.cos(math.pi * min(step - ramp, total_steps - ramp) / max(1, total_steps - ramp)))
+
+    return factor
+
+
 def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
-              seed: int = 0) -> TrainResult:
-    """Train ``model`` in place on the train split; keep the weights of the best validation evaluation."""
+              seed: int = 0, teacher: np.ndarray | None = None) -> TrainResult:
+    """Train ``model`` in place on the train split for ``cfg``'s budget and keep the weights of the best
+    validation evaluation (the starting point competes too). ``teacher``: outputs of the unpruned model for
+    every train image, unflipped and flipped (N x 2 x outputs), for distillation. Test is evaluated whenever val
+    selects a new model, so that the history holds the test metric of the selected model at every evaluation
+    (an anytime curve: quality against recovery cost; selection never reads test)."""
     task = data.task
     x_train, y_train = data.images["train"], data.targets["train"]
-    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps
-    epochs = math.ceil(total_steps / steps_per_epoch)
+    total_steps = cfg.total_steps(len(x_train))
+    checkpoints = set(cfg.eval_steps(len(x_train)))
     opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps)
-                                                                                 / total_steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total_steps, cfg.warmup))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     device = model_device(model)
-    best, best_state, best_epoch, best_val, history = None, None, 0, {}, []
+    model.to(memory_format=torch.channels_last)
+    best: dict[str, Any] = {"metric": None}
+    history: list[dict[str, float | None]] = []
     step = seen = 0
-    start = time.perf_counter()
+    losses: list[float] = []
+    spent = 0.0  # training and validation seconds (test evaluations are bookkeeping and not counted)
+    clock = time.perf_counter()
 
-    def select(epoch: int, train_loss: float | None) -> None:  # model selection on the validation split only
-        nonlocal best, best_state, best_epoch, best_val
+    def checkpoint() -> None:  # model selection on the validation split only
+        nonlocal spent, clock
         val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
-        history.append({"epoch": epoch, "step": step, "train_loss": train_loss,
-                        **{f"val_{k}": v for k, v in val.items()}})
-        if _better(task, val[task.metric_name], best):
-            best, best_epoch, best_val = val[task.metric_name], epoch, val
-            best_state = copy.deepcopy(model.state_dict())
+        spent += time.perf_counter() - clock
+        if _better(task, val[task.metric_name], best["metric"]):
+            test = evaluate(model, task, data.images["test"], data.targets["test"], preprocess, size,
+                            cfg.eval_batch_size)
+            best.update(metric=val[task.metric_name], val=val, test=test, step=step, samples=seen,
+                        state=copy.deepcopy(model.state_dict()))
+        history.append({"step": step, "samples": seen, "seconds": spent,
+                        "train_loss": float(np.mean(losses)) if losses else None,
+                        **{f"val_{k}": v for k, v in val.items()},
+                        **{f"best_test_{k}": v for k, v in best["test"].items()}})
+        losses.clear()
+        clock = time.perf_counter()
 
-    select(0, None)  # the starting point competes too (e.g. the linear probe's head); it has no training loss
-    for epoch in range(1, epochs + 1):
-        set_train_mode(model, cfg.freeze_norm_stats)
-        losses = []
-        for b in iterate_batches(x_train, cfg.batch_size, rng.permutation(len(x_train))):
-            if step >= total_steps:
-                break
-            x = torch.from_numpy(x_train[b])
-            y = torch.from_numpy(y_train[b])
-            if cfg.flip:
-                flip = torch.from_numpy(rng.random(len(b)) < 0.5)
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)  # N x H x W x C: flip the width axis
-                if y.dtype.is_floating_point:
-                    y = torch.where(flip.view(-1, 1), task.flip_targets(y), y)
-            loss = task.loss(model(preprocess(x, size).to(device)), y.to(device))
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step} (epoch {epoch}, lr {cfg.lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            seen += len(b)
-        select(epoch, float(np.mean(losses)) if losses else None)
-    train_seconds = time.perf_counter() - start
-    model.load_state_dict(best_state)
+    checkpoint()
+    set_train_mode(model, freeze_norm_stats=cfg.norm == "frozen")
+    for b in _batches(len(x_train), cfg.batch_size, rng):
+        if step >= total_steps:
+            break
+        x, y = torch.from_numpy(x_train[b]), torch.from_numpy(y_train[b])
+        flip = torch.from_numpy(rng.random(len(b)) < 0.5) if cfg.flip else torch.zeros(len(b), dtype=torch.bool)
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(2), x)  # N x H x W x C: flip the width axis
+        if y.dtype.is_floating_point:
+            y = torch.where(flip.view(-1, 1), task.flip_targets(y), y)
+        inputs = preprocess(x, size).to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = model(inputs).float()
+        loss = task.loss(out, y.to(device))
+        if teacher is not None and cfg.distill > 0:
+            target = torch.from_numpy(teacher[b, flip.long().numpy()]).to(device)
+            loss = (1 - cfg.distill) * loss + cfg.distill * task.distill_loss(out, target, cfg.temperature)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step} (lr {cfg.lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        step += 1
+        seen += len(b)
+        if step in checkpoints:
+            checkpoint()
+            set_train_mode(model, freeze_norm_stats=cfg.norm == "frozen")
+    model.load_state_dict(best["state"])
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
-    return TrainResult(best_val, best_epoch, train_seconds, seen, step, history)
+    return TrainResult(best["val"], best["step"], best["samples"], spent, seen, step, history, best["test"])

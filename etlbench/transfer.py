@@ -18,16 +18,32 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from etlbench import measure
-from etlbench.backbones import DEFAULT_BACKBONE, SourceNetwork, create_backbone, weights_fingerprint
+from etlbench.backbones import DEFAULT_BACKBONE, Preprocess, SourceNetwork, create_backbone, weights_fingerprint
 from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.identity import identity
 from etlbench.model_io import save_pruned
-from etlbench.probe import head_from_probe, linear_probe
+from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, linear_probe, trunk_features
 from etlbench.tasks import create_task
-from etlbench.train import TaskModel, TrainConfig, build_task_model, evaluate, fine_tune, resolve_device
+from etlbench.train import (
+    ANYTIME,
+    TaskModel,
+    TrainConfig,
+    TrainResult,
+    build_task_model,
+    fine_tune,
+    predict,
+    prepare,
+    resolve_device,
+)
+
+#: The transfer baseline's recipe (chosen on val, docs/recipe-search/README.md): TrainConfig's defaults (frozen
+#: norms, balanced convs, head lr 1e-4, trunk lr 1e-3, 5% warm-up, cosine, bf16) for 22,048 samples seen.
+TRANSFER = TrainConfig(samples=22_048, eval_at=ANYTIME)
+PROBE_SCALE_FLOOR = 0.5  # of the mean feature std: dead filters of a pruned trunk get no outsized head weights
 
 
 def dataset_name(dataset: str | None) -> str | None:
@@ -52,7 +68,7 @@ class TransferSpec:
     input_size: int | None = None
     max_train: int | None = None
     seed: int = 0
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = TRANSFER
     threads: int = 1  # torch and BLAS threads of training (and of the trials' pruning and recovery)
     device: str = "cpu"  # where it trains ("cuda" for a GPU); it is measured on the CPU
 
@@ -77,15 +93,18 @@ class TransferSpec:
         """What selects the task's splits: specs with equal keys see the same :class:`TaskData`."""
         return (self.task, self.dataset, self.data_root, self.max_train, self.seed)
 
-    def load_data(self) -> TaskData:
-        """The task's splits (bad data raises here, before any training)."""
+    def load_data(self, source: SourceNetwork | None = None) -> TaskData:
+        """The task's splits, resized once to the input size (bad data raises here, before any training)."""
         task = create_task(self.task)
         dataset = load_dataset(self.dataset or dataset_for_task(task, self.data_root), self.data_root, self.seed)
-        return task_data(task, dataset, self.max_train, self.seed)
+        return task_data(task, dataset, self.max_train, self.seed).at_size(self.input_hw(source))
 
-    def input_hw(self, source: SourceNetwork) -> tuple[int, int]:
-        """The input size in pixels: the spec's, else the backbone's."""
-        return (self.input_size, self.input_size) if self.input_size else source.preprocess.input_size
+    def input_hw(self, source: SourceNetwork | None = None) -> tuple[int, int]:
+        """The input size in pixels: the spec's, else the backbone's (built here where ``source`` is not given)."""
+        if self.input_size:
+            return self.input_size, self.input_size
+        source = source if source is not None else create_backbone(self.backbone, self.backbone_weights)
+        return source.preprocess.input_size
 
 
 def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -> tuple[TaskModel, dict[str, Any]]:
@@ -109,21 +128,41 @@ def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -
                 "probe_seconds": probe.feature_seconds + probe.fit_seconds})
 
     model = build_task_model(source, task, data.targets["train"], seed=spec.seed).to(device)
-    head_from_probe(model.head, probe.probe, task)  # linear probe, then fine-tune (LP-FT)
-    result = fine_tune(model, data, source.preprocess, size, spec.train, seed=spec.seed)
-    start = time.perf_counter()
-    test = evaluate(model, task, data.images["test"], data.targets["test"], source.preprocess, size)
+    result = probe_then_fine_tune(model, data, source.preprocess, size, spec.train, spec.seed)
     model.cpu()
     source.cpu()
     row.update({
-        "metric": test[task.metric_name], "metrics": test, "val_metric": result.val_metrics[task.metric_name],
-        "best_epoch": result.best_epoch, "epochs": spec.train.epochs, "history": result.history,
-        "train_seconds": result.train_seconds,
-        "samples_seen": result.samples_seen, "eval_seconds": time.perf_counter() - start,
+        "metric": result.test_metrics[task.metric_name], "metrics": result.test_metrics,
+        "val_metric": result.val_metrics[task.metric_name], "best_samples": result.best_samples,
+        "budget_samples": spec.train.total_steps(len(data.images["train"])) * spec.train.batch_size,
+        "history": result.history, "precision": spec.train.precision,
+        "train_seconds": result.train_seconds, "samples_seen": result.samples_seen,
         "params": measure.count_params(model), "size_bytes": measure.size_bytes(model),
         "macs": measure.count_macs(model, size), "threads": torch.get_num_threads(),
     })
     return model, row
+
+
+def probe_then_fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int],
+                         cfg: TrainConfig, seed: int, teacher: np.ndarray | None = None) -> TrainResult:
+    """The recipe of the transfer baseline, and of every pruned model's recovery: :func:`~etlbench.train.prepare`
+    the network (conv scales, norms), start the head at the linear probe of its trunk's features (LP-FT, Kumar
+    et al., ICLR 2022), then :func:`~etlbench.train.fine_tune` (with ``teacher``'s
+    outputs where the recipe distils). Time, samples and the anytime curve include the preparation and the
+    probe's pass over the train split."""
+    start = time.perf_counter()
+    x, y = data.images["train"], data.targets["train"]
+    prepare(model, x, preprocess, size, cfg, seed)
+    probe = fit_probe(data.task, trunk_features(model.trunk, x, preprocess, size), y, seed, tol=PROBE_TOL,
+                      scale_floor=PROBE_SCALE_FLOOR)
+    head_from_probe(model.head, probe, data.task)
+    setup_seconds = time.perf_counter() - start
+    result = fine_tune(model, data, preprocess, size, cfg, seed=seed, teacher=teacher)
+    for point in result.history:
+        point["seconds"] += setup_seconds
+        point["samples"] += len(x)
+    return replace(result, train_seconds=result.train_seconds + setup_seconds,
+                   samples_seen=result.samples_seen + len(x), best_samples=result.best_samples + len(x))
 
 
 def checkpoint_path(spec: TransferSpec, cache_dir: str | Path) -> Path:
@@ -137,7 +176,7 @@ def transfer_baseline(spec: TransferSpec, cache_dir: str | Path, source: SourceN
     before under the same identity, else trained and saved there (a checkpoint that loads with
     ``torch.load(..., weights_only=True)``). ``source`` and ``data`` spare rebuilding what the caller holds."""
     source = source if source is not None else create_backbone(spec.backbone, spec.backbone_weights)
-    data = data if data is not None else spec.load_data()
+    data = (data if data is not None else spec.load_data(source)).at_size(spec.input_hw(source))
     path = checkpoint_path(spec, cache_dir)
     if not path.is_file():
         model, row = _train_baseline(spec, source, data)
@@ -151,3 +190,24 @@ def transfer_baseline(spec: TransferSpec, cache_dir: str | Path, source: SourceN
     model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)
     model.load_state_dict(saved["state_dict"])
     return model.eval(), json.loads(saved["meta"]["row"])
+
+
+def teacher_outputs(spec: TransferSpec, cache_dir: str | Path, baseline: TaskModel, data: TaskData,
+                    preprocess: Preprocess, size: tuple[int, int]) -> np.ndarray:
+    """The transfer baseline's outputs for every train image, as it is and flipped (N x 2 x outputs, float32):
+    the teacher of distillation, computed once per setting and cached beside the baseline."""
+    path = Path(cache_dir) / f"teacher-{spec.key()}.npy"
+    if path.is_file():
+        return np.load(path, allow_pickle=False)
+    device = resolve_device(spec.device)
+    baseline.to(device)
+    x = data.images["train"]
+    flipped = np.ascontiguousarray(x[:, :, ::-1])  # N x H x W x C: the width axis, as training flips
+    out = np.stack([predict(baseline, x, preprocess, size), predict(baseline, flipped, preprocess, size)],
+                   axis=1).astype(np.float32)
+    baseline.cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial.npy")
+    np.save(partial, out)
+    os.replace(partial, path)
+    return out

@@ -13,34 +13,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from etlbench import measure
-from etlbench.backbones import Preprocess, create_backbone
+from etlbench.backbones import create_backbone
 from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.identity import identity
 from etlbench.measure import MeasureConfig
 from etlbench.methods import PruneContext, PruningMethod, create_method, full_parameters
 from etlbench.model_io import load_pruned
-from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, trunk_features
 from etlbench.results import failure, header
 from etlbench.surgery import Budget
 from etlbench.train import (
     TaskModel,
     TrainConfig,
-    TrainResult,
-    balance_conv_scales,
     build_task_model,
-    evaluate,
-    fine_tune,
     resolve_device,
+    standardize_norms,
     use_threads,
 )
-from etlbench.transfer import TransferSpec, transfer_baseline
+from etlbench.transfer import TRANSFER, TransferSpec, probe_then_fine_tune, teacher_outputs, transfer_baseline
 
-# The shared recovery: balance the conv scales, start the head at the linear probe of the pruned trunk, then
-# fine-tune (LP-FT, as the transfer baseline). See recover().
-RECOVERY = TrainConfig(epochs=1, lr=1e-4, probe_head=True, balance_convs=True)
-PROBE_SCALE_FLOOR = 0.5  # of the mean feature std: dead filters of a pruned trunk get no outsized head weights
+# The shared recovery (chosen on val, docs/recipe-search/README.md): the transfer baseline's recipe and budget
+# applied to the pruned model, with EagleEye's adaptive batch norm (see etlbench.transfer.probe_then_fine_tune).
+RECOVERY = replace(TRANSFER, norm="recalibrate")
 
 
 @dataclass(frozen=True)
@@ -101,37 +98,19 @@ def retention(metric: float, baseline: float, higher_is_better: bool) -> float:
     return metric / baseline if higher_is_better else baseline / metric
 
 
-def recover(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
-            seed: int) -> TrainResult:
-    """Recovery after pruning, the same for every method: optionally balance the conv scales
-    (:func:`~etlbench.train.balance_conv_scales`) and start the head at the linear probe of the pruned trunk
-    (Kumar et al., ICLR 2022), then :func:`~etlbench.train.fine_tune`. Time and samples include the probe."""
-    start = time.perf_counter()
-    if cfg.balance_convs:
-        balance_conv_scales(model)
-    probed = 0
-    if cfg.probe_head:
-        x, y = data.images["train"], data.targets["train"]
-        probe = fit_probe(data.task, trunk_features(model.trunk, x, preprocess, size), y, seed, tol=PROBE_TOL,
-                          scale_floor=PROBE_SCALE_FLOOR)
-        head_from_probe(model.head, probe, data.task)
-        probed = len(x)
-    setup_seconds = time.perf_counter() - start
-    result = fine_tune(model, data, preprocess, size, cfg, seed=seed)
-    return replace(result, train_seconds=result.train_seconds + setup_seconds,
-                   samples_seen=result.samples_seen + probed)
-
-
 def prune_context(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None
                   ) -> tuple[PruneContext, dict[str, Any]]:
     """What a method may read in this trial's setting, and the transfer baseline's row (the baseline is trained
     and cached under ``cache_dir``/transfer on first use)."""
     use_threads(spec.threads)
     setting = spec.setting
-    data = data if data is not None else setting.load_data()
     source = create_backbone(setting.backbone, setting.backbone_weights)
     size = setting.input_hw(source)
+    data = (data if data is not None else setting.load_data(source)).at_size(size)
     baseline, base_row = transfer_baseline(setting, Path(cache_dir) / "transfer", source, data)
+    if spec.recovery.norm == "recalibrate":  # EagleEye: the start models' own statistics, re-estimated after pruning
+        for network in (source, baseline):
+            standardize_norms(network, data.images["train"], source.preprocess, size, seed=setting.seed)
     ctx = PruneContext(data, source, size, setting.seed, measure.count_params(baseline),
                        measure.count_macs(baseline, size), transfer_model=lambda: baseline,
                        setting_key=setting.key(), cache_dir=str(cache_dir))
@@ -142,7 +121,18 @@ def shared_stage(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None =
     """The work every trial of this method and setting shares (the transfer baseline, e.g. ETL's probes), run
     once so that the trials that follow read it from ``cache_dir``."""
     method, _ = spec.configure()
-    method.shared_stage(prune_context(spec, cache_dir, data)[0])
+    ctx = prune_context(spec, cache_dir, data)[0]
+    method.shared_stage(ctx)
+    teacher(spec, ctx)
+
+
+def teacher(spec: TrialSpec, ctx: PruneContext) -> np.ndarray | None:
+    """The unpruned transfer baseline's outputs on the train split (cached per setting) where the recovery
+    distils, else ``None``."""
+    if spec.recovery.distill == 0:
+        return None
+    return teacher_outputs(spec.setting, Path(ctx.cache_dir) / "transfer", ctx.transfer_model(), ctx.data,
+                           ctx.source.preprocess, ctx.size)
 
 
 def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None
@@ -156,11 +146,12 @@ def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = 
         dataset=ctx.data.dataset.name, data_fingerprint=ctx.data.dataset.fingerprint,
         synthetic=ctx.data.dataset.synthetic, metric_name=task.metric_name, higher_is_better=task.higher_is_better,
         baseline_metric=base["metric"], linear_probe_metric=base.get("probe_metric"), input_size=list(ctx.size),
+        baseline_train_seconds=base["train_seconds"], baseline_samples_seen=base["samples_seen"],
         budget_of=spec.budget_of, threads=spec.threads)
 
     start = time.perf_counter()
     outcome = method.prune(ctx, budget)  # the method's start model, pruned to the budget
-    from_transfer = method.starts_from == "transfer"
+    from_transfer = method.starts_from == "transfer" or spec.recovery.distill > 0  # a teacher is transferred too
     row.update(outcome.fields, prune_seconds=time.perf_counter() - start,
                start_cost_seconds=base["train_seconds"] if from_transfer else 0.0,
                start_cost_samples=base["samples_seen"] if from_transfer else 0)
@@ -169,14 +160,15 @@ def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = 
         return row, None
 
     model = outcome.model.to(resolve_device(spec.setting.device))
-    result = recover(model, ctx.data, ctx.source.preprocess, ctx.size, spec.recovery, spec.seed)
-    test = evaluate(model, task, ctx.data.images["test"], ctx.data.targets["test"], ctx.source.preprocess, ctx.size)
+    result = probe_then_fine_tune(model, ctx.data, ctx.source.preprocess, ctx.size, spec.recovery, spec.seed,
+                                  teacher(spec, ctx))
     model.cpu()
-    metric = test[task.metric_name]
-    row.update(status="trained", error="", metric=metric, metrics=test,
+    metric = result.test_metrics[task.metric_name]  # of the model that val selected
+    row.update(status="trained", error="", metric=metric, metrics=result.test_metrics,
                retention=retention(metric, base["metric"], task.higher_is_better),
                train_seconds=result.train_seconds, samples_seen=result.samples_seen, recovery_steps=result.steps,
-               val_metric=result.val_metrics[task.metric_name], recovery_best_epoch=result.best_epoch,
+               val_metric=result.val_metrics[task.metric_name], recovery_best_samples=result.best_samples,
+               recovery_curve=result.history, precision=spec.recovery.precision,
                total_seconds=row["start_cost_seconds"] + row["prune_seconds"] + result.train_seconds)
     return row, model
 

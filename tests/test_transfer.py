@@ -52,7 +52,7 @@ def test_checkpoint_reloads_and_reproduces_the_test_metric(two_runs: tuple[tuple
     saved = torch.load(path, weights_only=True)
     assert json.dumps(json.loads(saved["meta"]["row"]), sort_keys=True) == json.dumps(row, sort_keys=True)
     task, source = create_task("head_pose"), create_backbone(row["backbone"])
-    data = task_data(task, load_dataset("synthetic", seed=3), max_train=48, seed=3)
+    data = SPEC.resolved().load_data(source)  # resized once to the input size, as training and testing saw it
     model = build_task_model(source, task, data.targets["train"])
     model.load_state_dict(saved["state_dict"])
     size = tuple(row["input_size"])
@@ -81,7 +81,7 @@ def test_a_cached_baseline_is_read_not_trained(two_runs: tuple[tuple[Path, dict]
 def test_row_reports_cost_and_size(two_runs: tuple[tuple[Path, dict], tuple[Path, dict]]) -> None:
     row = two_runs[0][1]
     assert row["synthetic"] and "SYNTHETIC" in row["note"]
-    assert row["samples_seen"] == 48 and row["train_seconds"] > 0
+    assert row["samples_seen"] == 48 + 48 and row["train_seconds"] > 0  # one epoch, and the head probe's pass
     assert row["params"] == 5_614_592 - 256 * 128 + 256 * 3 + 3  # source trunk + new 3-output head
     assert row["macs"] > 100e6 and row["size_bytes"] > 4 * row["params"]
     assert row["input_size"] == [112, 112]

@@ -64,6 +64,29 @@ def test_etl_trial_cuts_and_caches_its_probes(cache: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_distilled_trial_reads_one_cached_teacher_and_counts_the_transfer(cache: Path) -> None:
+    """With a teacher, ETL's start cost includes the transfer baseline's training (the teacher is a transferred
+    network); the teacher's outputs are computed once per setting; the row holds the anytime curve."""
+    recipe = replace(RECOVERY, samples=48, batch_size=16, distill=0.5, norm="batch", precision="bf16",
+                     eval_at=(0.5, 1.0))
+    spec = TrialSpec(setting("head_pose"), method="etl", compression=4, method_params={"probe_samples": 64},
+                     recovery=recipe)
+    row = run_trial(spec, cache)
+    assert row["status"] == "ok", row.get("traceback")
+    assert row["start_cost_seconds"] == row["baseline_train_seconds"] > 0
+    assert row["start_cost_samples"] == row["baseline_samples_seen"] > 0
+    assert row["precision"] == "bf16"
+    teachers = list((cache / "transfer").glob("teacher-*.npy"))
+    assert len(teachers) == 1
+    stamp = teachers[0].stat().st_mtime_ns
+    curve = row["recovery_curve"]
+    assert [p["samples"] for p in curve] == [64, 64 + 32, 64 + 48]  # the probe pass, then half and all the budget
+    assert curve[-1]["best_test_mae_deg"] == row["metric"]
+    assert run_trial(replace(spec, compression=8), cache)["status"] == "ok"
+    assert teachers[0].stat().st_mtime_ns == stamp  # read, not computed again
+
+
+@pytest.mark.slow
 def test_etl_budget_free_picks_its_own_operating_point(cache: Path) -> None:
     row = run_trial(TrialSpec(setting("head_pose"), method="etl", compression=None,
                               method_params={"probe_samples": 64}, **SMALL), cache)
@@ -76,7 +99,7 @@ def test_a_failing_trial_becomes_a_failed_row(cache: Path, monkeypatch: pytest.M
     def nan_loss(*args, **kwargs):
         raise TrainingError("loss became nan at step 3")
 
-    monkeypatch.setattr(trial_module, "fine_tune", nan_loss)
+    monkeypatch.setattr(trial_module, "probe_then_fine_tune", nan_loss)
     spec = TrialSpec(setting("gender"), method="random", compression=4, **SMALL)
     row = run_trial(spec, cache)
     assert row["status"] == "failed" and "loss became nan" in row["error"] and "Traceback" in row["traceback"]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 SHAPED = ("status", "metric", "val_metric", "baseline_metric", "linear_probe_metric", "samples_seen",
-          "recovery_steps", "recovery_best_epoch", "cut_layer", "kept_fraction", "probe_cut_score",
+          "recovery_steps", "recovery_best_samples", "cut_layer", "kept_fraction", "probe_cut_score",
           "probe_strength", "start_cost_samples")
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from etlbench.data.canonical import SPLITS, DatasetError, FaceData, load_npz, validate_arrays
 from etlbench.paths import data_root
@@ -92,6 +94,24 @@ class TaskData:
     def portable(self) -> TaskData:
         """The same splits without the whole dataset's arrays: what a parallel runner ships to its workers."""
         return replace(self, dataset=replace(self.dataset, arrays={}))
+
+    def at_size(self, size: tuple[int, int]) -> TaskData:
+        """The same splits with every image resized once to ``size`` (H, W), so that training and evaluation do
+        not resize every batch again (the data is as ``size``-pixel uint8, rounded; itself where it already is)."""
+        if all(v.shape[1:3] == tuple(size) for v in self.images.values()):
+            return self
+        return replace(self, images={k: resize_images(v, size) for k, v in self.images.items()})
+
+
+def resize_images(images: np.ndarray, size: tuple[int, int], chunk: int = 512) -> np.ndarray:
+    """uint8 N x H x W x C images resized to ``size`` (bilinear with antialiasing, as
+    :class:`~etlbench.backbones.Preprocess` resizes), rounded back to uint8."""
+    out = np.empty((len(images), *size, images.shape[3]), np.uint8)
+    for start in range(0, len(images), chunk):
+        x = torch.from_numpy(images[start:start + chunk]).permute(0, 3, 1, 2).float()
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+        out[start:start + chunk] = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
 
 
 def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed: int = 0) -> TaskData:

@@ -97,6 +97,16 @@ class Task:
             return F.smooth_l1_loss(outputs, targets)
         return F.cross_entropy(outputs, targets)
 
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Matching a teacher's outputs (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015):
+        KL divergence of the temperature-softened class distributions, scaled by T^2; for regression, the task's
+        own loss against the teacher's outputs (output matching)."""
+        if self.kind == "regression":
+            return self.loss(outputs, teacher)
+        t = temperature
+        return F.kl_div(F.log_softmax(outputs / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                        reduction="batchmean") * t * t
+
     # ---- metrics ------------------------------------------------------------------------------------
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs if self.kind == "regression" else outputs.argmax(1)
