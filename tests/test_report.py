@@ -240,3 +240,26 @@ def test_load_results_without_a_database_is_a_report_error(tmp_path: Path) -> No
         load_results(tmp_path)
     assert isinstance(err.value, EtlbenchError)
     assert not (tmp_path / "results.sqlite").exists()  # looking did not create one
+
+
+def test_recovery_curves_become_retention_against_cost(tmp_path: Path) -> None:
+    """Each anytime evaluation of a trial is a point: samples and seconds spent, and the retention of the model
+    val had selected (an error metric: baseline / metric); the figure marks the baseline's training cost."""
+    from etlbench.report.figures import curve_points, write_figures
+
+    def row(method: str, compression: float, seed: int, metrics: list[float]) -> dict:
+        curve = [{"samples": 100 * (i + 1), "seconds": 2.0 * (i + 1), "best_test_mae_deg": m}
+                 for i, m in enumerate(metrics)]
+        return {**_trial("head_pose", method, compression, seed, 0.5), "metric_name": "mae_deg",
+                "higher_is_better": False, "baseline_metric": 4.0, "linear_probe_metric": 10.0,
+                "baseline_samples_seen": 1000, "baseline_train_seconds": 50.0, "recovery_curve": curve}
+
+    trials = pd.DataFrame([row(m, c, s, [8.0, 5.0 + s, 4.0]) for m in ("a", "b") for c in (4.0, 16.0)
+                           for s in (0, 1)])
+    points = curve_points(trials)
+    assert len(points) == 2 * 2 * 2 * 3
+    first = points[(points["method"] == "a") & (points["target"] == "4x") & (points["seed"] == 1)]
+    assert list(first["retention"]) == pytest.approx([0.5, 4 / 6, 1.0])
+    assert list(first["samples"]) == [100, 200, 300] and (first["probe_retention"] == 0.4).all()
+    written = write_figures(trials, tmp_path, formats=("png",))
+    assert tmp_path / "head_pose-retention-vs-recovery-cost.png" in written

@@ -25,16 +25,18 @@ from etlbench.results import ResultsStore
 __all__ = ["ReportError", "load_results", "write_report"]
 
 FORMATS = ("png", "svg", "pdf")
-_BUDGET = ("epochs", "max_steps", "batch_size", "lr")
+_BUDGET = ("samples", "epochs", "max_steps", "batch_size", "lr", "trunk_lr_scale", "warmup", "norm", "distill",
+           "precision")
 
 
-def load_results(out_dir: str | Path) -> pd.DataFrame:
-    """Every trial of ``out_dir``/results.sqlite as one tidy DataFrame (see :meth:`ResultsStore.frame`)."""
+def load_results(out_dir: str | Path, curves: bool = False) -> pd.DataFrame:
+    """Every trial of ``out_dir``/results.sqlite as one tidy DataFrame (see :meth:`ResultsStore.frame`; with
+    ``curves``, the column ``recovery_curve`` holds each trial's anytime evaluations)."""
     path = Path(out_dir) / "results.sqlite"
     if not path.is_file():
         raise ReportError(f"{path}: no results database (run `etlbench run --out {out_dir}` first)")
     with ResultsStore(path, readonly=True) as store:
-        return store.frame()
+        return store.frame(curves)
 
 
 def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataFrame) -> tuple[str, str]:
@@ -48,7 +50,8 @@ def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataF
     if not own:
         return title, f"Code {code}."
     spec, env = (measured or own)[-1]["spec"], (measured or own)[-1]["environment"]
-    budget = ", ".join(f"{k} {spec.get('recovery', {}).get(k)}" for k in _BUDGET)
+    recovery = spec.get("recovery", {})
+    budget = ", ".join(f"{k} {recovery[k]}" for k in _BUDGET if recovery.get(k) is not None)
     measure = spec.get("measure", {})
     return (title,
             f"Code {code}. Backbone {backbone}, seeds {spec.get('seeds')}, train subset "
@@ -73,7 +76,7 @@ def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = Tr
 
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    trials = load_results(out_dir)
+    trials = load_results(out_dir, curves=True)
     if trials.empty:
         raise ReportError(f"{out_dir / 'results.sqlite'}: no trials stored yet, nothing to report")
     selection = select(trials, code_version=code_version, backbone=backbone, experiment=experiment)

@@ -3,8 +3,10 @@
 Every figure draws from :func:`etlbench.report.leaderboard.summarize` (means over seeds, 95% intervals), so a
 point is one method at one target compression. Each method keeps its colour (seaborn's colour-blind palette)
 and marker in every figure (:func:`method_styles`); the unpruned transfer baseline is a dashed horizontal
-line; points on the Pareto front of retention against that cost have a black edge. Sizes suit a paper column
-(3.3 in wide per panel) and labels carry units.
+line and the frozen linear probe of the unpruned network a dotted one; points on the Pareto front of retention
+against that cost have a black edge. Where trials stored their anytime recovery curves, a figure per task
+shows retention against recovery cost (samples and seconds), with the transfer baseline's own training cost.
+Sizes suit a paper column (3.3 in wide per panel) and labels carry units.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from etlbench.report.leaderboard import COSTS, summarize, with_pareto
+from etlbench.report.leaderboard import COSTS, summarize, target_label, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
@@ -61,7 +63,61 @@ def draw_tradeoff(ax: plt.Axes, summary: pd.DataFrame, trials: pd.DataFrame, cos
     baseline = trials["baseline_metric"].dropna()
     if len(baseline):
         ax.axhline(baseline.mean(), color="0.3", ls="--", lw=1.0, label="transfer baseline")
+    probe = trials["linear_probe_metric"].dropna() if "linear_probe_metric" in trials else pd.Series(dtype=float)
+    if len(probe):
+        ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label="frozen linear probe")
     _cost_axis(ax, cost, summary[column].dropna().to_numpy())
+
+
+def curve_points(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per anytime evaluation of each finished trial (its ``recovery_curve``): the recovery samples and
+    seconds spent so far and the retention of the model that val had selected by then."""
+    rows = []
+    for _, t in trials[trials["status"] == "ok"].iterrows():
+        curve, key = t.get("recovery_curve"), f"best_test_{t['metric_name']}"
+        for i, point in enumerate(curve if isinstance(curve, list) else []):
+            if point.get(key) is None:
+                continue
+            ratio = point[key] / t["baseline_metric"]
+            rows.append({"task": t["task"], "method": t["method"], "target": target_label(t["compression"]),
+                         "seed": t["seed"], "point": i, "samples": point["samples"], "seconds": point["seconds"],
+                         "retention": ratio if t["higher_is_better"] else 1 / ratio,
+                         "probe_retention": _ratio(t, "linear_probe_metric"),
+                         "baseline_samples": t.get("baseline_samples_seen"),
+                         "baseline_seconds": t.get("baseline_train_seconds")})
+    return pd.DataFrame(rows)
+
+
+def _ratio(t: pd.Series, column: str) -> float:
+    """A reference metric of the row as a retention (higher is better)."""
+    value = t.get(column)
+    if value is None or pd.isna(value):
+        return float("nan")
+    return value / t["baseline_metric"] if t["higher_is_better"] else t["baseline_metric"] / value
+
+
+def draw_recovery_cost(axes: list[plt.Axes], points: pd.DataFrame, styles: dict[str, tuple],
+                       targets: tuple[str, ...]) -> None:
+    """Retention against recovery cost (samples, then seconds), a line per method and target (means over seeds
+    at each anytime evaluation), with the transfer baseline's own training cost and the linear probe marked."""
+    for ax, cost in zip(axes, ("samples", "seconds"), strict=True):
+        for (method, target), rows in points[points["target"].isin(targets)].groupby(["method", "target"]):
+            mean = rows.groupby("point")[[cost, "retention"]].mean()
+            mean = mean[mean[cost] > 0]
+            ax.plot(mean[cost], mean["retention"], color=styles[method][0], marker=styles[method][1], ms=3, lw=1.2,
+                    ls="-" if target == targets[0] else "--", label=f"{method} {target}")
+        base = points[f"baseline_{cost}"].dropna()
+        if len(base):
+            ax.axvline(base.mean(), color="0.3", ls="-.", lw=1.0, label="transfer baseline's training")
+        probe = points["probe_retention"].dropna()
+        if len(probe):
+            ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label="frozen linear probe")
+        ax.axhline(1.0, color="0.3", ls="--", lw=1.0)
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+        ax.xaxis.set_major_formatter(mticker.EngFormatter(sep=""))
+        ax.set_xlabel(f"recovery {'samples seen' if cost == 'samples' else 'seconds'}, log scale")
+        ax.set_ylabel("retention (pruned / baseline quality)")
 
 
 def _cost_axis(ax: plt.Axes, cost: str, values: np.ndarray) -> None:
@@ -124,6 +180,16 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.02))
     fig.tight_layout()
     save(fig, "tradeoffs-all-tasks")
+
+    points = curve_points(trials) if "recovery_curve" in trials else pd.DataFrame()
+    for task in sorted(points["task"].unique()) if len(points) else []:
+        present = [t for t in summary[summary["task"] == task]["target"].unique() if t != "auto"]
+        targets = tuple(t for t in ("4x", "16x") if t in present) or tuple(sorted(present, key=lambda t: float(t[:-1])))
+        fig, axes = plt.subplots(1, 2, figsize=(6.6, 2.6), sharey=True)
+        draw_recovery_cost(list(axes), points[points["task"] == task], styles, targets[:2])
+        axes[0].set_title(f"{task.replace('_', ' ')}: retention against recovery cost")
+        axes[1].legend(fontsize="xx-small", frameon=False)
+        save(fig, f"{task}-retention-vs-recovery-cost")
 
     at = summary[summary["target"] == retention_at]
     if len(at):

@@ -25,7 +25,7 @@ _MEANS = ["retention", "metric", "compression_achieved", "params", "macs", "late
           "macs_reduction", "latency_reduction", "latency_b32_reduction"]
 
 
-def _target(compression: object) -> str:
+def target_label(compression: object) -> str:
     return "auto" if compression is None or (isinstance(compression, float) and np.isnan(compression)) \
         else f"{float(compression):g}x"
 
@@ -40,7 +40,7 @@ def ci95(values: pd.Series) -> float:
 
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per task x method x target: status counts, means over seeds and the retention's 95% CI."""
-    df = trials.assign(target=trials["compression"].map(_target))
+    df = trials.assign(target=trials["compression"].map(target_label))
     counts = df.pivot_table(index=KEYS, columns="status", values="trial_id", aggfunc="count", fill_value=0)
     counts = counts.reindex(columns=["ok", "failed", "infeasible"], fill_value=0).rename(columns=lambda s: f"n_{s}")
     ok = df[df["status"] == "ok"]
