@@ -86,15 +86,14 @@ def main() -> None:
     total = time.perf_counter() - start
     if model is None:
         raise SystemExit(f"the trial did not train: {row.get('status')}: {row.get('error')}")
-    stats = pstats.Stats(profile)
+    stages = _stage_seconds(pstats.Stats(profile))
     print(f"trial {args.task} {args.method} {args.compression:g}x seed {args.seed}, {args.threads} thread(s), "
           f"{spec.recovery.precision}: {total:.1f} s in all")
-    for label, seconds in _stage_seconds(stats).items():
+    for label, seconds in stages.items():
         print(f"  {label:32s} {seconds:7.1f} s  ({seconds / total:5.1%})")
     size = tuple(row["input_size"])
     macs = measure.count_macs(model, size)
     trained = row["samples_seen"] - len(data.images["train"])  # the probe's pass aside
-    stages = _stage_seconds(stats)
     train_time = stages["fine-tune (all)"] - stages["  evaluation (val and test)"]
     flops = 6 * macs * trained / train_time
     print(f"training: {trained / train_time:.0f} images/s, {flops / 1e9:.1f} GFLOP/s "

@@ -78,19 +78,17 @@ def curve_points(trials: pd.DataFrame) -> pd.DataFrame:
         for i, point in enumerate(curve if isinstance(curve, list) else []):
             if point.get(key) is None:
                 continue
-            ratio = point[key] / t["baseline_metric"]
             rows.append({"task": t["task"], "method": t["method"], "target": target_label(t["compression"]),
                          "seed": t["seed"], "point": i, "samples": point["samples"], "seconds": point["seconds"],
-                         "retention": ratio if t["higher_is_better"] else 1 / ratio,
-                         "probe_retention": _ratio(t, "linear_probe_metric"),
+                         "retention": _retention(t, point[key]),
+                         "probe_retention": _retention(t, t.get("linear_probe_metric")),
                          "baseline_samples": t.get("baseline_samples_seen"),
                          "baseline_seconds": t.get("baseline_train_seconds")})
     return pd.DataFrame(rows)
 
 
-def _ratio(t: pd.Series, column: str) -> float:
-    """A reference metric of the row as a retention (higher is better)."""
-    value = t.get(column)
+def _retention(t: pd.Series, value: float | None) -> float:
+    """A metric of row ``t``'s task as a retention against its baseline (higher is better; NaN where missing)."""
     if value is None or pd.isna(value):
         return float("nan")
     return value / t["baseline_metric"] if t["higher_is_better"] else t["baseline_metric"] / value
