@@ -9,7 +9,7 @@ the key. A valid spec is an :class:`~etlbench.plan.ExperimentSpec`; :func:`etlbe
 from __future__ import annotations
 
 import dataclasses
-import math
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, create_backbone, weights_path
+from etlbench.checks import AT_LEAST_1, NON_NEGATIVE, Rule, check_compression, check_value
 from etlbench.data import dataset_for_task
 from etlbench.errors import ConfigError, SpecError
 from etlbench.measure import MeasureConfig
@@ -54,7 +55,7 @@ def load_spec(preset: str | None = None, path: str | Path | None = None, **overr
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise SpecError(f"{source}: not valid YAML ({err})") from err
+        raise SpecError(f"{source}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: the spec must be a mapping of sections, got {type(raw).__name__}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
@@ -80,8 +81,8 @@ def _section(raw: Any, source: str, section: str, default: Any) -> Any:
         values = default.budget_fields(values)
     try:
         return dataclasses.replace(default, **values)
-    except (TypeError, ValueError) as err:
-        raise _fail(source, section, str(err)) from err
+    except ConfigError as err:
+        raise _fail(source, f"{section}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from err
 
 
 def _check_dataset(task: str, dataset: str | None, root: str | None, source: str) -> None:
@@ -110,6 +111,7 @@ def _check_backbone(name: str, weights: str | None, source: str) -> None:
     except Exception as err:  # a missing file, or one that is not the backbone's format: report, do not crash
         where = f" from {weights_path(weights)}" if weights is not None else ""
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first_line = first_line.removeprefix(f"{weights_path(weights)}: ") if weights is not None else first_line
         raise _fail(source, "backbone_weights" if weights is not None else "backbone",
                     f"{name!r} cannot be built{where}: {first_line}") from err
 
@@ -165,32 +167,31 @@ def _compressions(raw: Any, methods: dict[str, dict[str, Any]], source: str) -> 
     out: list[float | None] = []
     any_chooser = any(METHODS.get(m).chooses_operating_point for m in methods)
     for i, c in enumerate(raw):
-        if c == "auto":
-            if not any_chooser:
-                raise _fail(source, f"compressions[{i}]", f"'auto' needs a method that chooses its own operating "
-                                                          f"point; none of {sorted(methods)} does")
-            out.append(None)
-        elif not isinstance(c, int | float) or isinstance(c, bool) or not math.isfinite(c) or c < 1:
-            raise _fail(source, f"compressions[{i}]", f"{c!r} is not a finite ratio of at least 1 (or 'auto')")
-        else:
-            out.append(float(c))
+        try:
+            out.append(check_compression(c))
+        except ConfigError as err:
+            raise _fail(source, f"compressions[{i}]", str(err)) from err
+        if c == "auto" and not any_chooser:
+            raise _fail(source, f"compressions[{i}]", f"'auto' needs a method that chooses its own operating "
+                                                      f"point; none of {sorted(methods)} does")
     return tuple(out)
 
 
+#: The ranges of the spec's top-level values (their types come from :class:`ExperimentSpec`'s hints).
+_SCALAR_RULES: dict[str, Rule] = {"threads": AT_LEAST_1, "gpus": NON_NEGATIVE, "max_train": AT_LEAST_1,
+                                  "input_size": (lambda v: v >= 16, "at least 16 (px)"),
+                                  "budget_of": (lambda v: v in ("params", "macs"), "'params' or 'macs'")}
+
+
 def _check_scalars(raw: dict[str, Any], source: str) -> None:
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds):
-        raise _fail(source, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
-    if raw.get("budget_of", "params") not in ("params", "macs"):
-        raise _fail(source, "budget_of", f"expected 'params' or 'macs', got {raw['budget_of']!r}")
-    for key, minimum, kind in (("threads", 1, int), ("gpus", 0, float), ("max_train", 1, int),
-                               ("input_size", 16, int)):
-        value = raw.get(key)
-        number = isinstance(value, int) if kind is int else isinstance(value, int | float)
-        if value is not None and (not number or isinstance(value, bool) or not value >= minimum):
-            raise _fail(source, key, f"expected {'an integer' if kind is int else 'a number'} of at least {minimum}, "
-                                     f"got {value!r}")
+    hints = typing.get_type_hints(ExperimentSpec)
+    for key in sorted(set(raw) - {"tasks", "methods", "compressions", "transfer", "recovery", "measure"}):
+        try:
+            check_value(key, raw[key], hints[key], _SCALAR_RULES.get(key))
+        except ConfigError as err:
+            raise _fail(source, key, str(err).removeprefix(f"{key}: ")) from err
+    if raw.get("seeds") == []:
+        raise _fail(source, "seeds", "expected a non-empty list of integers, got []")
 
 
 def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:

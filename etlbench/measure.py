@@ -39,6 +39,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from etlbench.checks import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_fields
+from etlbench.errors import ConfigError
+
 __all__ = [
     "Latency",
     "MeasureConfig",
@@ -184,10 +187,11 @@ class MeasureConfig:
     idle_wait: float = field(default=120.0, metadata={"identity": False})
 
     def __post_init__(self) -> None:
-        if (self.threads < 1 or self.repeats < 2 or not self.batches or min(self.batches) < 1 or self.idle_wait < 0
-                or self.warmup < 0):
-            raise ValueError(f"measurement needs threads >= 1, repeats >= 2, batch sizes >= 1, warmup >= 0 and "
-                             f"idle_wait >= 0; got {self}")
+        check_fields(self, {"threads": AT_LEAST_1, "batches": AT_LEAST_1, "repeats": (lambda v: v >= 2, "at least 2"),
+                            "max_seconds": POSITIVE, "target_ci": POSITIVE, "warmup": NON_NEGATIVE,
+                            "warmup_seconds": NON_NEGATIVE, "idle_wait": NON_NEGATIVE})
+        if not self.batches:
+            raise ConfigError("batches: expected at least one batch size, got []", key="batches")
 
 
 def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 1,

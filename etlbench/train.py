@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from etlbench.backbones import ChannelPad, Preprocess, SourceNetwork
+from etlbench.checks import AT_LEAST_1, NON_NEGATIVE, POSITIVE, check_fields
 from etlbench.data import TaskData
 from etlbench.errors import TrainingError
 from etlbench.tasks import Task, TaskHead
@@ -92,15 +93,14 @@ class TrainConfig:
     balance_convs: bool = True  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
 
     def __post_init__(self) -> None:
-        checks = {"norm": (self.norm in NORM_MODES, f"one of {NORM_MODES}"),
-                  "precision": (self.precision in PRECISIONS, f"one of {PRECISIONS}"),
-                  "warmup": (0 <= self.warmup < 1, "a fraction in [0, 1)"),
-                  "distill": (0 <= self.distill <= 1, "a weight in [0, 1]"),
-                  "samples": (self.samples is None or self.samples >= 1, "at least 1"),
-                  "eval_at": (all(0 < f <= 1 for f in self.eval_at), "fractions in (0, 1]")}
-        for key, (ok, expected) in checks.items():
-            if not ok:
-                raise ValueError(f"{key}: expected {expected}, got {getattr(self, key)!r}")
+        check_fields(self, {
+            "epochs": AT_LEAST_1, "samples": AT_LEAST_1, "max_steps": AT_LEAST_1, "batch_size": AT_LEAST_1,
+            "eval_batch_size": AT_LEAST_1, "lr": NON_NEGATIVE, "temperature": POSITIVE, "trunk_lr_scale": NON_NEGATIVE,
+            "weight_decay": NON_NEGATIVE, "norm": (lambda v: v in NORM_MODES, f"one of {NORM_MODES}"),
+            "precision": (lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+            "warmup": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+            "distill": (lambda v: 0 <= v <= 1, "a weight in [0, 1]"),
+            "eval_at": (lambda v: 0 < v <= 1, "a fraction in (0, 1]")})
 
     @staticmethod
     def budget_fields(values: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,6 @@ keeps no state between calls. Writing a criterion takes a few lines::
 from __future__ import annotations
 
 import inspect
-import math
-import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import torch
 from torch import nn
 
 from etlbench.backbones import SourceNetwork
+from etlbench.checks import describe, fits
 from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.registry import METHODS
@@ -127,32 +126,6 @@ def method_parameters(cls: type[PruningMethod]) -> dict[str, inspect.Parameter]:
     return params
 
 
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether ``value`` is of the simple type ``hint`` (numbers, strings, booleans, literals, unions)."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in typing.get_args(hint))
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint in (bool, str, type(None)):
-        return isinstance(value, hint)
-    return True  # a type this check does not know: the method's own validation decides
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(h) for h in typing.get_args(hint))
-    return {float: "a finite number", int: "an integer", bool: "true or false", str: "a string",
-            type(None): "null"}.get(hint, str(hint))
-
-
 def full_parameters(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """``params`` with every parameter of the method at its default where not given, and integers given for a
     float parameter as floats: the form a trial's identity hashes (``etl`` and ``etl {epsilon: 0.01}`` are one
@@ -175,6 +148,6 @@ def create_method(name: str, **params: Any) -> PruningMethod:
             raise ConfigError(f"method {name!r} does not take parameter {key!r}; it takes: {sorted(known) or 'none'}",
                               key=key)
         hint = known[key].annotation
-        if hint is not inspect.Parameter.empty and not _fits(value, hint):
-            raise ConfigError(f"method {name!r}: parameter {key} must be {_describe(hint)}, got {value!r}", key=key)
+        if hint is not inspect.Parameter.empty and not fits(value, hint):
+            raise ConfigError(f"method {name!r}: parameter {key} must be {describe(hint)}, got {value!r}", key=key)
     return cls(**params)
