@@ -4,11 +4,50 @@ and a pruned model is rebuilt from its unpruned architecture."""
 from __future__ import annotations
 
 import io
+import os
+import pickle
+import struct
+import warnings
+import zipfile
+from typing import Any
 
 import torch
 from torch import nn
 
+from etlbench.errors import ConfigError
+
+_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError,
+                struct.error, zipfile.BadZipFile)  # what torch.load raises on a file that is not a safe checkpoint
 _SHAPE_ATTRS = ("in_channels", "out_channels", "groups", "num_features", "in_features", "out_features")
+
+
+def _load_reason(err: BaseException) -> str:
+    """Why torch.load refused a file, in one short line that never suggests loading it unsafely."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:  # a pickle of something other than tensors and plain containers
+        text = "it holds objects other than tensors: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+    elif isinstance(err, EOFError):
+        text = "the file is empty or truncated"
+    first = text.strip().split("\n", 1)[0].split(". ", 1)[0].strip().rstrip(".")[:200]
+    if not first or "weights_only" in first or "pickle" in first.lower():
+        return type(err).__name__
+    return first if isinstance(err, pickle.UnpicklingError | RuntimeError | EOFError) else \
+        f"{type(err).__name__}: {first}"
+
+
+def load_tensors(path: str | os.PathLike | io.BytesIO, what: str) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only. A file that
+    cannot be read so (an arbitrary pickle, a truncated or foreign file) is a one-line :class:`ConfigError` naming
+    the file and ``what`` was expected (e.g. ``"a MobileFaceNet state dict"``); it is never loaded otherwise."""
+    where = os.fspath(path) if isinstance(path, str | os.PathLike) else "<buffer>"
+    try:
+        with warnings.catch_warnings():  # torch warns of a pickle protocol it may not read: the error says enough
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot read {what}: {err.strerror or type(err).__name__}") from err
+    except _LOAD_ERRORS as err:
+        raise ConfigError(f"{where}: not a weights-only torch checkpoint of {what}: {_load_reason(err)}") from err
 
 
 def save_pruned(model: nn.Module, path_or_buffer: str | io.BytesIO, meta: dict | None = None) -> None:
@@ -22,7 +61,7 @@ def save_pruned(model: nn.Module, path_or_buffer: str | io.BytesIO, meta: dict |
 
 def load_pruned(unpruned: nn.Module, path_or_buffer: str | io.BytesIO) -> nn.Module:
     """Load a model saved by :func:`save_pruned` into its unpruned architecture (``weights_only=True``)."""
-    saved = torch.load(path_or_buffer, map_location="cpu", weights_only=True)
+    saved = load_tensors(path_or_buffer, "a pruned model saved by etlbench")
     modules = dict(unpruned.named_modules())
     for name, attrs in saved["shapes"].items():
         if name not in modules:

@@ -1,9 +1,12 @@
 """One registry mechanism for every kind of plugin (after timm's ``_registry.py``).
 
-A registry maps names to objects (factories, task classes, dataset specs, pruning methods). Built-in
-plugins register with a decorator; third-party packages add theirs through the entry-point group
-``etlbench.<kind>`` (for example ``etlbench.methods``): each entry point is loaded on first use and either
-registers itself on import or is registered under the entry point's name.
+A registry maps names to objects (factories, task classes, dataset specs, pruning methods). An entry is
+either an object (registered with the decorator) or lazy: a target ``"package.module:attribute"`` and a
+description, imported on the first ``get``/``entry`` of its name, so that listing names and descriptions
+imports nothing. The built-in plugins are lazy entries declared in :mod:`etlbench.plugins` (torch-free, so
+``etlbench list`` starts fast); third-party packages register with the decorator or add theirs through the
+entry-point group ``etlbench.<kind>`` (for example ``etlbench.methods``): each entry point is loaded on the
+registry's first use and either registers itself on import or is registered under the entry point's name.
 
 >>> r = Registry("widgets")
 >>> @r.register("blue", description="A blue widget.")
@@ -12,18 +15,23 @@ registers itself on import or is registered under the entry point's name.
 'blue'
 >>> r.names("b*")
 ['blue']
+>>> r.declare("path", "pathlib:PurePosixPath", "A path, imported on first use.")
+>>> r.describe()["path"], str(r.get("path")("a", "b"))
+('A path, imported on first use.', 'a/b')
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import importlib.metadata
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from etlbench import plugins
 from etlbench.errors import EtlbenchError
 
 T = TypeVar("T")
@@ -47,8 +55,13 @@ class UnknownNameError(EtlbenchError, KeyError):
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str
-    obj: T
+    obj: T | None  # None while a lazy entry's target is not imported yet
     description: str
+    target: str | None = None  # a lazy entry's "package.module:attribute"
+
+    @property
+    def loaded(self) -> bool:
+        return self.target is None or self.obj is not None
 
 
 def _first_doc_line(obj: Any) -> str:
@@ -61,11 +74,11 @@ def _first_doc_line(obj: Any) -> str:
 class Registry(Generic[T]):
     """Named plugins of one kind. A name ending in ``/`` registers a family (``timm/`` serves
     ``timm/resnet18``): its object is called with the rest of the name as first argument. With ``name_attr``,
-    registration sets that attribute of the object to its registered name (so a method's errors name it)."""
+    registration (or loading a lazy entry) sets that attribute of the object to its registered name (so a
+    method's errors name it)."""
 
-    def __init__(self, kind: str, builtin: str | None = None, name_attr: str | None = None):
+    def __init__(self, kind: str, name_attr: str | None = None):
         self.kind = kind
-        self.builtin = builtin  # the module whose import registers the built-in plugins
         self.name_attr = name_attr
         self._entries: dict[str, Entry[T]] = {}
         self._entry_points_loaded = False
@@ -75,18 +88,38 @@ class Registry(Generic[T]):
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = Entry(name, obj, description or _first_doc_line(obj))
-            if self.name_attr is not None:
-                setattr(obj, self.name_attr, name)
+            self._name(obj, name)
             return obj
 
         return add
+
+    def declare(self, name: str, target: str, description: str) -> None:
+        """A lazy entry: ``target`` (``"package.module:attribute"``) is imported on the first ``get`` or ``entry``
+        of ``name``; its names and ``description`` are listed without importing it."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = Entry(name, None, description, target)
+
+    def _name(self, obj: Any, name: str) -> None:
+        if self.name_attr is not None:
+            setattr(obj, self.name_attr, name)
+
+    def _load(self, e: Entry[T]) -> Entry[T]:
+        """The entry with its object: a lazy entry's target is imported (once) and named."""
+        if e.loaded:
+            return e
+        module, _, attribute = e.target.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in attribute.split("."):
+            obj = getattr(obj, part)
+        self._name(obj, e.name)
+        e = self._entries[e.name] = replace(e, obj=obj)
+        return e
 
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
         self._entry_points_loaded = True
-        if self.builtin:
-            importlib.import_module(self.builtin)
         for ep in importlib.metadata.entry_points(group=f"etlbench.{self.kind}"):
             obj = ep.load()
             if ep.name not in self._entries and not inspect.ismodule(obj):
@@ -96,7 +129,8 @@ class Registry(Generic[T]):
         self._load_entry_points()
         return self._entries
 
-    def entry(self, name: str) -> Entry[T]:
+    def _find(self, name: str) -> Entry[T]:
+        """The entry that serves ``name`` (itself, or its family's), as it is: a lazy one is not imported."""
         entries = self._entries_now()
         if name in entries:
             return entries[name]
@@ -104,6 +138,10 @@ class Registry(Generic[T]):
             if family.endswith("/") and name.startswith(family) and len(name) > len(family):
                 return e
         raise UnknownNameError(self.kind, name, list(entries))
+
+    def entry(self, name: str) -> Entry[T]:
+        """The entry that serves ``name``, with its object (a lazy entry's target is imported now)."""
+        return self._load(self._find(name))
 
     def get(self, name: str) -> T:
         """The registered object; a family's object is bound to the rest of the name."""
@@ -121,7 +159,7 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         try:
-            self.entry(name)
+            self._find(name)
         except UnknownNameError:
             return False
         return True
@@ -135,10 +173,22 @@ def _bind_family(obj: Any, rest: str) -> Any:
     return bound
 
 
-BACKBONES: Registry = Registry("backbones", "etlbench.backbones")
-TASKS: Registry = Registry("tasks", "etlbench.tasks")
-DATASETS: Registry = Registry("datasets", "etlbench.data")
-METHODS: Registry = Registry("methods", "etlbench.methods", name_attr="name")
+BACKBONES: Registry = Registry("backbones")
+TASKS: Registry = Registry("tasks")
+DATASETS: Registry = Registry("datasets")
+METHODS: Registry = Registry("methods", name_attr="name")
+
+
+def _declare_builtins() -> None:
+    """The built-in plugins of :mod:`etlbench.plugins`: lazy entries, and the dataset specs as they are."""
+    for registry, table in ((BACKBONES, plugins.BACKBONES), (TASKS, plugins.TASKS), (METHODS, plugins.METHODS)):
+        for name, builtin in table.items():
+            registry.declare(name, builtin.target, builtin.description)
+    for spec in plugins.DATASETS:
+        DATASETS.register(spec.name, description=spec.description)(spec)
+
+
+_declare_builtins()
 
 register_backbone = BACKBONES.register
 register_task = TASKS.register

@@ -25,7 +25,7 @@ from etlbench import measure
 from etlbench.backbones import DEFAULT_BACKBONE, Preprocess, SourceNetwork, create_backbone, weights_fingerprint
 from etlbench.data import TaskData, dataset_for_task, load_dataset, task_data
 from etlbench.identity import identity
-from etlbench.model_io import save_pruned
+from etlbench.model_io import load_tensors, save_pruned
 from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, linear_probe, trunk_features
 from etlbench.tasks import create_task
 from etlbench.train import (
@@ -186,7 +186,7 @@ def transfer_baseline(spec: TransferSpec, cache_dir: str | Path, source: SourceN
         save_pruned(model, str(partial), meta={"row": json.dumps(row)})
         os.replace(partial, path)
         return model.eval(), row
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    saved = load_tensors(path, "a transfer baseline saved by etlbench")
     model = build_task_model(source, data.task, data.targets["train"], seed=spec.seed)
     model.load_state_dict(saved["state_dict"])
     return model.eval(), json.loads(saved["meta"]["row"])

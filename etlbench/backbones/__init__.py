@@ -1,4 +1,5 @@
-"""Source networks: each module registers its backbones in :data:`etlbench.registry.BACKBONES`."""
+"""Source networks, in :data:`etlbench.registry.BACKBONES` (the built-ins are declared in :mod:`etlbench.plugins`
+and each module is imported on first use)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from etlbench.backbones import dlib_resnet, mobilefacenet, timm_backbone, vggface  # noqa: F401  (register)
 from etlbench.backbones.base import ChannelPad, CutPoint, Preprocess, SourceNetwork
 from etlbench.paths import models_root
 from etlbench.registry import BACKBONES

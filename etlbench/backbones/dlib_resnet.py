@@ -42,7 +42,6 @@ from etlbench.backbones.dlib_format import (
     default_model_path,
     read_dlib_network,
 )
-from etlbench.registry import register_backbone
 
 BENCHMARK_INPUT_SIZE = (112, 112)
 # Below 103 px the stride-2, pad-0 conv of the last down block gets a 2x2 input (tested in test_dlib_resnet.py).
@@ -200,9 +199,6 @@ def build_source_network(net: DlibNetwork, input_size: tuple[int, int] = BENCHMA
     return SourceNetwork(blocks, embedding, preprocess, name="dlib-resnet29", description=description).eval()
 
 
-@register_backbone("dlib-resnet29",
-                   description="dlib face-recognition ResNet-29 (real weights from face-recognition-models; "
-                               "128-d descriptor)")
 def dlib_resnet29(weights: str | os.PathLike | Path | None = None) -> SourceNetwork:
     """dlib's face-recognition ResNet-29 with its real weights (native input 150 px, benchmark 112 px).
 

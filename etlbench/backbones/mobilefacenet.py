@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from etlbench.backbones.base import Preprocess, SourceNetwork
+from etlbench.model_io import load_tensors
 from etlbench.paths import models_root
-from etlbench.registry import register_backbone
 
 CHECKPOINT = Path("mobilefacenet_casia") / "068.ckpt"
 NUM_PARAMS = 1_019_136
@@ -132,7 +132,7 @@ def load_checkpoint(net: SourceNetwork, path: str | Path) -> SourceNetwork:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"MobileFaceNet checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_tensors(path, "MobileFaceNet weights (a dict with 'net_state_dict')")
     if not isinstance(ckpt, dict) or "net_state_dict" not in ckpt:
         keys = list(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise KeyError(f"MobileFaceNet checkpoint {path}: no 'net_state_dict' entry (found {keys})")
@@ -153,8 +153,6 @@ def load_checkpoint(net: SourceNetwork, path: str | Path) -> SourceNetwork:
     return net
 
 
-@register_backbone("mobilefacenet", description="MobileFaceNet trained on CASIA-WebFace (local checkpoint; "
-                   "128-d embedding)")
 def mobilefacenet(weights: str | Path | None = None) -> SourceNetwork:
     """MobileFaceNet (Chen et al., 2018) with CASIA-WebFace weights; ``weights=None`` uses the default checkpoint."""
     return load_checkpoint(build_mobilefacenet(), weights if weights is not None else default_checkpoint())

@@ -11,7 +11,7 @@ from timm.models._features import _module_list
 from torch import nn
 
 from etlbench.backbones.base import Preprocess, SourceNetwork
-from etlbench.registry import register_backbone
+from etlbench.model_io import load_tensors
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -21,7 +21,7 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "a timm state dict")
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             return state[key]
@@ -48,7 +48,6 @@ def _feature_blocks(model: nn.Module) -> nn.Sequential:
                      "it cannot be used as a sequential source network")
 
 
-@register_backbone("timm/", description="any timm model, e.g. timm/resnet18 (random weights, or weights=<local file>)")
 def timm_backbone(model_name: str, weights: str | Path | None = None) -> SourceNetwork:
     """``timm/<name>``: a timm model's feature stages (its ``feature_info``) as the trunk; the embedding is the
     globally pooled output of the last stage."""

@@ -32,7 +32,7 @@ from timm.models.vgg import cfgs as timm_vgg_cfgs
 from torch import nn
 
 from etlbench.backbones.base import Preprocess, SourceNetwork
-from etlbench.registry import register_backbone
+from etlbench.model_io import load_tensors
 
 NUM_IDENTITIES = 2622
 NUM_PARAMS = 145_002_878
@@ -148,7 +148,7 @@ def _assign(net: SourceNetwork, tensors: dict[str, torch.Tensor], path: Path) ->
 
 def read_vgg_face_dag(path: Path) -> dict[str, torch.Tensor]:
     """The ``vgg_face_dag`` PyTorch state dict, as stored."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "a VGG-Face (vgg_face_dag) state dict")
     if not isinstance(state, dict):
         raise ValueError(f"VGG-Face weights {path}: expected a state dict, got {type(state).__name__}")
     return {k: v.float() for k, v in state.items()}
@@ -220,8 +220,6 @@ def load_vggface_weights(net: SourceNetwork, path: str | Path) -> SourceNetwork:
     return net
 
 
-@register_backbone("vggface16", description="VGG-Face (VGG-16, 2622 identities; the ETL paper's source network); "
-                   "weights from a local file")
 def vggface16(weights: str | Path | None = None) -> SourceNetwork:
     """VGG-Face (Parkhi et al., BMVC 2015); random weights for ``weights=None``, else read from the local file."""
     net = build_vggface16()

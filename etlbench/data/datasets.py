@@ -1,4 +1,5 @@
-"""Named datasets (registered like every plugin) and the per-task view that training reads."""
+"""Loading the named datasets (declared in :mod:`etlbench.plugins`, torch-free) and the per-task view that
+training reads."""
 
 from __future__ import annotations
 
@@ -12,39 +13,11 @@ import torch.nn.functional as F
 
 from etlbench.data.canonical import SPLITS, DatasetError, FaceData, load_npz, validate_arrays
 from etlbench.paths import data_root
-from etlbench.registry import DATASETS, register_dataset
+from etlbench.plugins import SYNTHETIC, DatasetSpec
+from etlbench.registry import DATASETS
 from etlbench.tasks import Task
 
-SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE = 2000
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A dataset in canonical format at ``relative_path`` under the data root (``None``: generated)."""
-
-    name: str
-    relative_path: str | None
-    tasks: tuple[str, ...]
-    description: str
-
-    def path(self, root: Path) -> Path:
-        return root / self.relative_path
-
-
-for _spec in (
-    DatasetSpec("aflw2000", "aflw2000_3d/aflw2000_64.npz", ("head_pose",),
-                "AFLW2000-3D head pose (Zhu et al. CVPR 2016), 64 px RGB"),
-    DatasetSpec("fer2013", "fer2013/fer2013_48.npz", ("emotion",),
-                "FER2013 facial expression (Goodfellow et al. 2013), 48 px gray, official splits"),
-    DatasetSpec("utkface", "utkface/utkface_64.npz", ("age", "gender"),
-                "UTKFace age and gender (Zhang et al. CVPR 2017), 64 px RGB"),
-    DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification",),
-                "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray"),
-    DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification"),
-                "procedural synthetic faces generated from the seed (the embedded default; not real data)"),
-):
-    register_dataset(_spec.name, description=_spec.description)(_spec)
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,8 +1,7 @@
-"""Pruning methods, registered in :data:`etlbench.registry.METHODS` (third-party: entry-point group
-``etlbench.methods``)."""
+"""Pruning methods, in :data:`etlbench.registry.METHODS` (the built-ins are declared in :mod:`etlbench.plugins`;
+third-party: ``register_method`` or the entry-point group ``etlbench.methods``)."""
 
 from etlbench.errors import ConfigError
-from etlbench.methods import baselines, etl  # noqa: F401  (register the built-in methods)
 from etlbench.methods.base import PruneContext, PruningMethod, create_method, full_parameters, method_parameters
 from etlbench.registry import METHODS, register_method
 

@@ -8,12 +8,10 @@ import torch
 from torch import nn
 
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
-from etlbench.registry import register_method
 from etlbench.surgery import ScoreFn
 from etlbench.train import TaskModel, iterate_batches, set_train_mode
 
 
-@register_method("magnitude")
 class Magnitude(PruningMethod):
     """L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017)."""
 
@@ -21,7 +19,6 @@ class Magnitude(PruningMethod):
         return layer.weight.detach().abs().flatten(1).sum(1)
 
 
-@register_method("taylor")
 class Taylor(PruningMethod):
     """First-order Taylor importance ``(sum over a filter of grad * weight)^2``, gradients of the task loss
     accumulated over ``batches`` training batches (Molchanov et al., "Importance Estimation for Neural Network
@@ -56,7 +53,6 @@ class Taylor(PruningMethod):
         return scores
 
 
-@register_method("random")
 class Random(PruningMethod):
     """Random filter scores (seeded per layer and trial seed): the floor any criterion must beat."""
 

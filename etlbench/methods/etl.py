@@ -25,7 +25,6 @@ from etlbench.backbones import ChannelPad, SourceNetwork
 from etlbench.measure import eval_mode
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
 from etlbench.probe import PROBE_TOL, fit_probe, probe_outputs, probe_strength
-from etlbench.registry import register_method
 from etlbench.surgery import Budget, PruneOutcome, prune_channels, prune_to_budget
 from etlbench.tasks import Task
 from etlbench.train import TaskModel, build_task_model, iterate_batches
@@ -91,7 +90,6 @@ def _stack(parts: dict[str, list[torch.Tensor]]) -> dict[str, np.ndarray]:
     return {k: torch.cat(v).double().numpy() for k, v in parts.items() if v}
 
 
-@register_method("etl")
 class ETL(PruningMethod):
     """Cross-task-aware filter selection from linear probes of the frozen source network (John et al.,
     VISAPP 2022). Parameters: ``probe_samples`` training images probed (once, cached); ``epsilon`` the relative

