@@ -1,8 +1,14 @@
 """etlbench: a benchmark of filter-pruning methods for efficient transfer learning on face tasks.
 
-Commands: list the plugins and datasets, train a transfer baseline, run one pruning trial, run an experiment
-on Ray into a results database, and report on one. Each command imports only what it needs (``report`` does
-not import torch), and every error of the input is one line: ``etlbench: error: ...``.
+commands:
+  list      the registered backbones, tasks, datasets (with what a data root holds) or pruning methods
+  transfer  train the transfer baseline of a task: the whole source network fine-tuned with a new head
+  prune     one trial: prune to a budget, recover, evaluate and measure; prints its row
+  run       an experiment (a preset or a YAML spec) on Ray into a results database; --resume goes on with it
+  report    the leaderboard (Markdown, CSV, HTML) and figures of a results folder
+
+Every error of the input is one line, "etlbench: error: ..." (exit 2; --debug or ETLBENCH_DEBUG=1 shows the
+traceback). Each command imports only what it needs.
 """
 
 from __future__ import annotations
@@ -10,26 +16,76 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
+import shlex
 import sys
+import traceback
+import typing
+from collections.abc import Callable
 from typing import Any
 
-from etlbench.errors import ConfigError, EtlbenchError
+from etlbench.checks import check_compression
+from etlbench.errors import ConfigError, EtlbenchError, RunInterrupted
 from etlbench.paths import data_root
 
 KINDS = ("backbones", "datasets", "methods", "tasks")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"etlbench: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, minimum: float) -> Callable[[str], Any]:
+    """An option's type: an integer or a finite float of at least ``minimum``."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a number of at least {minimum:g}, "
+                                             f"got {text}")
+        return value
+
+    return parse
+
+
+def _compression(text: str) -> float | None:
+    try:
+        return check_compression(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(f"{err} (a ratio baseline/pruned)") from None
+
+
+COUNT = _number(int, 1)  # threads, workers, samples, epochs, steps, batch sizes
+
+
 def _list(args: argparse.Namespace) -> dict[str, Any]:
-    from etlbench.data import DATASETS, DatasetError, load_dataset
-    from etlbench.registry import BACKBONES, METHODS, TASKS
-    from etlbench.tasks import create_task
+    """Names and descriptions from the registries: the built-ins are declared there without importing them, so
+    listing imports no torch (a third-party plugin's own module may)."""
+    from etlbench import plugins
+    from etlbench.errors import DatasetError
+    from etlbench.registry import BACKBONES, DATASETS, METHODS, TASKS
 
     registry = {"backbones": BACKBONES, "tasks": TASKS, "datasets": DATASETS, "methods": METHODS}[args.kind]
     rows = {name: {"description": desc} for name, desc in registry.describe().items()}
     if args.kind == "tasks":
-        for name in rows:
-            rows[name]["metric"] = create_task(name).describe()
+        for name, row in rows.items():
+            builtin = plugins.TASKS.get(name)  # a built-in's metric is declared; another task describes itself
+            if builtin is not None:
+                row["metric"] = builtin.metric
+            else:
+                from etlbench.tasks import create_task
+
+                row["metric"] = create_task(name).describe()
     if args.kind == "datasets":
+        from etlbench.data.canonical import split_counts  # numpy only
+
         root = data_root(args.data_root)
         for name, row in rows.items():
             spec = DATASETS.get(name)
@@ -41,7 +97,7 @@ def _list(args: argparse.Namespace) -> dict[str, Any]:
                 continue
             try:
                 row["status"] = "found"
-                row["splits"] = load_dataset(name, root).split_counts()
+                row["splits"] = split_counts(spec.path(root))
             except DatasetError as err:
                 row["status"] = f"invalid: {err}"
     return rows
@@ -67,9 +123,10 @@ def _train_config(recipe: Any, **given: Any) -> Any:
 
 def _setting(args: argparse.Namespace, train: Any) -> Any:
     """The resolved transfer spec (setting) that ``transfer`` and ``prune`` share; bad data fails here."""
-    from etlbench.backbones import DEFAULT_BACKBONE
+    from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
     from etlbench.transfer import TransferSpec
 
+    create_backbone(args.backbone or DEFAULT_BACKBONE, args.backbone_weights)  # its weights load, before the data
     return TransferSpec(task=args.task, backbone=args.backbone or DEFAULT_BACKBONE,
                         backbone_weights=args.backbone_weights, dataset=args.dataset, data_root=args.data_root,
                         input_size=args.input_size, max_train=args.max_train, seed=args.seed, train=train,
@@ -119,21 +176,18 @@ def _method_params(pairs: list[str]) -> dict[str, Any]:
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
-    from etlbench.backbones import create_backbone
     from etlbench.measure import MeasureConfig
     from etlbench.transfer import TRANSFER
     from etlbench.trial import RECOVERY, TrialSpec, run_trial
 
-    compression = None if args.compression in ("auto", "free") else float(args.compression)
     spec = TrialSpec(setting=_setting(args, _train_config(TRANSFER, epochs=args.transfer_epochs,
                                                           samples=args.transfer_samples)),
-                     method=args.method, compression=compression, method_params=_method_params(args.param),
+                     method=args.method, compression=args.compression, method_params=_method_params(args.param),
                      budget_of=args.budget_of,
                      recovery=_train_config(RECOVERY, epochs=args.recovery_epochs, samples=args.recovery_samples,
                                             max_steps=args.recovery_steps),
                      measure=MeasureConfig(threads=args.threads))
     spec.configure()  # a bad method parameter or budget fails now, before any training
-    create_backbone(spec.backbone, spec.setting.backbone_weights)
     return run_trial(spec, args.cache)
 
 
@@ -184,7 +238,8 @@ def _print_row(row: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="etlbench", description=__doc__)
+    parser = _Parser(prog="etlbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered backbones, tasks, datasets or methods")
@@ -200,14 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="registered dataset or a canonical .npz path (default: the task's own, "
                                      "or synthetic without a data root)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
-    p.add_argument("--input-size", type=int, help="square input size in px (default: the backbone's)")
-    p.add_argument("--samples", type=int, help="the budget in samples seen (default: the transfer recipe's)")
-    p.add_argument("--epochs", type=int, help="the budget in epochs instead")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
-    p.add_argument("--max-train", type=int, help="use a seeded random subset of the train split")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--input-size", type=_number(int, 16), help="square input size in px (default: the backbone's)")
+    p.add_argument("--samples", type=COUNT, help="the budget in samples seen (default: the transfer recipe's)")
+    p.add_argument("--epochs", type=COUNT, help="the budget in epochs instead")
+    p.add_argument("--batch-size", type=COUNT)
+    p.add_argument("--lr", type=_number(float, 0),
+                   help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
+    p.add_argument("--max-train", type=COUNT, help="use a seeded random subset of the train split")
+    p.add_argument("--seed", type=_number(int, 0), default=0)
+    p.add_argument("--threads", type=COUNT, default=1,
                    help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline id)")
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
@@ -216,25 +272,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="one trial: prune to a budget, recover, evaluate and measure; prints one row")
     p.add_argument("--task", required=True)
     p.add_argument("--method", required=True)
-    p.add_argument("--compression", required=True,
+    p.add_argument("--compression", required=True, type=_compression,
                    help="target parameter compression (baseline/pruned), e.g. 4; 'auto' lets etl pick its own")
     p.add_argument("--budget-of", choices=["params", "macs"], default="params",
                    help="what the compression ratio counts (default: parameters)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_number(int, 0), default=0)
     p.add_argument("--backbone", help="default: dlib-resnet29")
     p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset")
     p.add_argument("--data-root")
-    p.add_argument("--input-size", type=int)
-    p.add_argument("--max-train", type=int)
-    p.add_argument("--transfer-samples", type=int,
+    p.add_argument("--input-size", type=_number(int, 16))
+    p.add_argument("--max-train", type=COUNT)
+    p.add_argument("--transfer-samples", type=COUNT,
                    help="samples seen by the transfer baseline (trained once, then cached; default: its recipe's)")
-    p.add_argument("--transfer-epochs", type=int, help="its budget in epochs instead")
-    p.add_argument("--recovery-samples", type=int, help="samples seen in recovery (default: the shared recipe's)")
-    p.add_argument("--recovery-epochs", type=int, help="the recovery budget in epochs instead")
-    p.add_argument("--recovery-steps", type=int, help="cap the recovery at this many steps (the same for all)")
+    p.add_argument("--transfer-epochs", type=COUNT, help="its budget in epochs instead")
+    p.add_argument("--recovery-samples", type=COUNT, help="samples seen in recovery (default: the shared recipe's)")
+    p.add_argument("--recovery-epochs", type=COUNT, help="the recovery budget in epochs instead")
+    p.add_argument("--recovery-steps", type=COUNT, help="cap the recovery at this many steps (the same for all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter")
-    p.add_argument("--threads", type=int, default=1, help="torch threads for training and latency")
+    p.add_argument("--threads", type=COUNT, default=1, help="torch threads for training and latency")
     p.add_argument("--cache", default="runs/cache", help="transfer baselines and ETL probes are cached here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_prune, show=_print_row)
@@ -247,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder of the results database, models and reports")
     p.add_argument("--resume", action="store_true", help="go on with the trials that are not stored as done")
     p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
-    p.add_argument("--workers", type=int, help="trials at once (default: usable cores / threads per trial)")
+    p.add_argument("--workers", type=COUNT, help="trials at once (default: usable cores / threads per trial)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
     p.add_argument("--backbone", help="run the spec on this backbone instead of its own (e.g. mobilefacenet)")
     p.add_argument("--train-only", action="store_true",
@@ -271,12 +327,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("ETLBENCH_DEBUG", "") not in ("", "0")
     try:
         result = args.run(args)
+    except RunInterrupted as stop:
+        resume = argv if "--resume" in argv else [*argv, "--resume"]
+        print(f"etlbench: interrupted: {stop}; go on with: {shlex.join(['etlbench', *resume])}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("etlbench: interrupted", file=sys.stderr)
+        return 130
     except (EtlbenchError, FileNotFoundError) as err:
+        if debug:
+            traceback.print_exc()
         print(f"etlbench: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug, not the input's fault: one line, the traceback on request
+        if debug:
+            traceback.print_exc()
+        print(f"etlbench: internal error: {type(err).__name__}: {err} (a bug: please report it with the traceback "
+              f"that --debug shows)", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

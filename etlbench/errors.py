@@ -39,5 +39,13 @@ class RunnerError(EtlbenchError, RuntimeError):
     """A run cannot start (e.g. DIR already holds results and ``--resume`` was not given); names the cause."""
 
 
+class ResultsError(EtlbenchError, ValueError):
+    """A results database that cannot be read or written (not SQLite, or not etlbench's); names the file."""
+
+
 class ReportError(EtlbenchError, ValueError):
     """A results folder that cannot be reported on; the message names it and says why."""
+
+
+class RunInterrupted(EtlbenchError):
+    """A run stopped by the user (Ctrl-C) after its workers were stopped; says how many trials are stored."""

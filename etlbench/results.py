@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from etlbench.errors import ResultsError
 from etlbench.identity import canonical, code_version
 
 if TYPE_CHECKING:
@@ -76,11 +77,24 @@ class ResultsStore:
         """Open (and create) the database for the runner; ``readonly`` opens an existing one for reading only (the
         report), which never changes the file."""
         self.path = Path(path)
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, timeout=30.0)
+            tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as err:
+            raise ResultsError(f"{self.path}: not an SQLite database ({err})") from err
         if readonly:
-            self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0)
+            missing = sorted({"trials", "runs"} - tables)
+            if missing:
+                raise ResultsError(f"{self.path}: not an etlbench results database: it has no table "
+                                   f"{' or '.join(missing)} (tables: {sorted(tables) or 'none'})")
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0)
+        if tables and "trials" not in tables:
+            raise ResultsError(f"{self.path}: an SQLite database of something else (tables: {sorted(tables)}); "
+                               f"choose another --out")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)

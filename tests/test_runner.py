@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -160,22 +161,54 @@ def _rows(db: Path) -> dict[str, tuple[str, str]]:
         return {tid: (status, row) for tid, status, row in con.execute("SELECT trial_id, status, row FROM trials")}
 
 
-@pytest.mark.slow
-def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no_data_root: None) -> None:
+def _start_and_wait_for_rows(tmp_path: Path, n: int = 2) -> tuple[subprocess.Popen, list[str], Path]:
+    """A run of 9 tiny trials on one worker, in its own process group, once ``n`` rows are stored."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(json.dumps({**TINY, "name": "killed", "methods": ["magnitude", "random", "taylor"],
                                 "compressions": [2, 4, 8]}))
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "etlbench.cli", "run", "--config", str(spec), "--out", str(out), "--workers", "1",
            "--no-progress"]
-    driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
     db, deadline = out / "results.sqlite", time.monotonic() + 300
     before: dict[str, tuple[str, str]] = {}
-    while time.monotonic() < deadline and len(before) < 2 and driver.poll() is None:
+    while time.monotonic() < deadline and len(before) < n and driver.poll() is None:
         time.sleep(0.5)
         if db.exists():
             before = _rows(db)
-    assert driver.poll() is None, driver.stderr.read().decode()[-3000:]
+    assert driver.poll() is None, driver.stderr.read()[-3000:]
+    return driver, cmd, db
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_at_once_and_says_how_to_resume(tmp_path: Path, no_data_root: None) -> None:
+    driver, cmd, db = _start_and_wait_for_rows(tmp_path)
+    start = time.monotonic()
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+    _, err = driver.communicate(timeout=60)
+    seconds = time.monotonic() - start
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-g", str(driver.pid)], capture_output=True, text=True).stdout.split()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(driver.pid, signal.SIGKILL)
+    last = err.strip().splitlines()[-1]
+    assert driver.returncode == 130 and seconds < 30 and not left, (driver.returncode, seconds, left, err[-2000:])
+    assert "Traceback" not in err and last.startswith("etlbench: interrupted: ") and f"in {db}" in last, err
+    stored = _rows(db)
+    assert f"0 of 9 trials are done and {len(stored)} trained" in last, last
+    resume = shlex.split(last.partition("go on with: ")[2])
+    assert resume == ["etlbench", *cmd[3:], "--resume"]
+    resumed = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout)["statuses"] == {"ok": 9}
+    print(f"ctrl-c: exit 130 {seconds:.1f} s after SIGINT, {len(stored)} rows kept, nothing left running; "
+          f"--resume finished all 9")
+
+
+@pytest.mark.slow
+def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no_data_root: None) -> None:
+    driver, cmd, db = _start_and_wait_for_rows(tmp_path)
     os.kill(driver.pid, signal.SIGKILL)  # the driver only: Ray's own processes are left to notice
     driver.wait()
     time.sleep(2)
@@ -245,3 +278,12 @@ def test_workers_running_other_code_than_the_driver_fail_their_trials(tmp_path: 
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout)["statuses"] == {"failed": 1}
     assert "this Ray worker runs etlbench" in result.stderr and f"from {shadow}" in result.stderr
+
+
+def test_a_busy_machine_makes_the_latencies_indicative_in_the_summary() -> None:
+    from etlbench.runner.execute import RunSummary, run_summary_lines
+
+    busy = RunSummary("out", 4, 0, 4, 4, {"ok": 4}, 2, 1, busy_cores_before_measure=1.9, measured_busy=True)
+    assert "the machine was busy, the latencies are indicative only" in run_summary_lines(busy)[1]
+    idle = RunSummary("out", 4, 0, 4, 4, {"ok": 4}, 2, 1, busy_cores_before_measure=0.1)
+    assert "indicative" not in " ".join(run_summary_lines(idle))

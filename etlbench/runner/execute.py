@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import os
@@ -23,7 +24,7 @@ import platform
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import etlbench
 from etlbench import measure
 from etlbench.data import TaskData
-from etlbench.errors import RunnerError
+from etlbench.errors import RunInterrupted, RunnerError
 from etlbench.identity import RESULTS_LIBRARIES, code_version
 from etlbench.methods import METHODS, PruningMethod
 from etlbench.model_io import save_pruned
@@ -74,6 +75,7 @@ class RunSummary:
     return_latency_seconds: float = 0.0  # mean time from a trial's end in its worker to its row being stored
     idle_wait_seconds: float = 0.0  # waited before measuring, for the machine to become idle
     busy_cores_before_measure: float = float("nan")  # cores busy (all processes) just before measuring
+    measured_busy: bool = False  # the machine never became idle: the latencies are indicative only
 
 
 def _shares(t: TrialSpec) -> bool:
@@ -170,6 +172,17 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
                           f"(`ray start --head`), and is this its GCS address?") from err
 
 
+@contextlib.contextmanager
+def _cancel_on_interrupt(pending: dict[ray.ObjectRef, TrialSpec]) -> Iterator[None]:
+    """On Ctrl-C, stop the trials still running or queued (their workers are killed) before Ray shuts down."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+
+
 @dataclasses.dataclass
 class Run:
     """One sitting of an experiment: the driver's state that the trial and measurement stages share."""
@@ -246,7 +259,7 @@ class Run:
         """Store each trial's row as it ends; then add up the shared stages' work."""
         pending, stages, tracker = submitted
         start, total, failed, returned = time.perf_counter(), len(pending), 0, 0
-        with self.progress() as progress:
+        with self.progress() as progress, _cancel_on_interrupt(pending):
             bar = progress.add_task("trials", total=total, running=0, failed=0)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -305,10 +318,11 @@ class Run:
     def _wait_until_idle(self, max_wait: float) -> None:
         s = self.summary
         s.idle_wait_seconds, s.busy_cores_before_measure = measure.wait_until_idle(max_wait=max_wait)
-        if not s.busy_cores_before_measure < measure.IDLE_CORES:
-            self.console.print(f"warning: {s.busy_cores_before_measure:.2f} cores still busy after waiting "
-                               f"{s.idle_wait_seconds:.0f} s for an idle machine: latencies are measured beside "
-                               f"other work")
+        s.measured_busy = s.busy_cores_before_measure >= measure.IDLE_CORES  # NaN (unknown): not said busy
+        if s.measured_busy:
+            self.console.print(f"warning: the machine is busy ({s.busy_cores_before_measure:.2f} cores in use by other "
+                               f"work after waiting {s.idle_wait_seconds:.0f} s): the latencies measured now are "
+                               f"indicative only; measure again on an idle machine to cite them")
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
@@ -321,6 +335,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
     check_address(address)
     console = Console(stderr=True, soft_wrap=True)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunnerError(f"--out {out}: a file is there; expected a folder (a new one, or an earlier run's with "
+                          f"--resume)")
     cores = measure.machine_info()["usable_cores"]
     workers = workers or max(1, int(cores) // spec.threads)
     if address is None and workers * spec.threads > int(cores):
@@ -351,10 +368,16 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
                                                                                             address)),
                   data, summary, console, show_progress)
         summary.check_seconds = time.perf_counter() - wall
-        if to_train:
-            run.train(to_train, address)
-        if measure_now:
-            run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
+        try:
+            if to_train:
+                run.train(to_train, address)
+            if measure_now:
+                run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
+        except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop
+            statuses = Counter(r["status"] for r in store.rows(ids=by_id))
+            store.finish_run(run.run_id, {"interrupted": True, "statuses": dict(statuses)})
+            raise RunInterrupted(f"{sum(statuses[s] for s in FINAL)} of {len(trials)} trials are done and "
+                                 f"{statuses['trained']} trained (to measure) in {out / 'results.sqlite'}") from None
         summary.statuses = dict(Counter(r["status"] for r in store.rows(ids=by_id)))
         store.export_csv(out / "results.csv")
         if summary.statuses:
@@ -376,7 +399,8 @@ def run_summary_lines(summary: RunSummary) -> list[str]:
         f"wall {summary.wall_seconds:.0f} s = checks {summary.check_seconds:.0f} s + Ray start "
         f"{summary.ray_start_seconds:.0f} s + shared stages and trials {summary.trial_stage_seconds:.0f} s + "
         f"measurement {summary.measure_seconds:.0f} s (of it {summary.idle_wait_seconds:.0f} s waiting for an idle "
-        f"machine; then {summary.busy_cores_before_measure:.2f} cores busy)",
+        f"machine; then {summary.busy_cores_before_measure:.2f} cores busy"
+        + (": the machine was busy, the latencies are indicative only)" if summary.measured_busy else ")"),
         f"trials: {summary.trained} run ({summary.trial_busy_seconds / n:.1f} s each on average), "
         f"{summary.skipped} skipped as done, {summary.measured} measured; shared stages "
         f"{summary.shared_busy_seconds:.0f} s of work",
