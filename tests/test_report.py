@@ -4,6 +4,7 @@ rows of different backbones or code."""
 from __future__ import annotations
 
 import math
+import sqlite3
 import time
 from pathlib import Path
 
@@ -263,3 +264,48 @@ def test_recovery_curves_become_retention_against_cost(tmp_path: Path) -> None:
     assert list(first["samples"]) == [100, 200, 300] and (first["probe_retention"] == 0.4).all()
     written = write_figures(trials, tmp_path, formats=("png",))
     assert tmp_path / "head_pose-retention-vs-recovery-cost.png" in written
+
+
+def test_the_conditions_name_the_torch_build() -> None:
+    """A CUDA build run on CPU says so; a CPU build is a CPU build; an untagged version says no more."""
+    from etlbench.report import torch_build
+
+    assert torch_build("2.14.1+cu130") == "torch 2.14.1+cu130 (a CUDA build, run on CPU)"
+    assert torch_build("2.14.1+cu130", gpu=True) == (
+        "torch 2.14.1+cu130 (a CUDA build, training on GPU, measured on CPU)")
+    assert torch_build("2.14.1+cpu") == "torch 2.14.1+cpu (a CPU build)"
+    assert torch_build("2.14.1") == "torch 2.14.1" and torch_build(None) == "torch version not recorded"
+
+
+def test_legends_sit_outside_the_axes(tmp_path: Path) -> None:
+    """A legend never covers data: it lies outside every axes, and the saved file still holds it."""
+    import matplotlib.pyplot as plt
+
+    from etlbench.report.figures import legend_outside
+
+    for above in (False, True):
+        fig, ax = plt.subplots(figsize=(3.3, 2.6))
+        for k in range(5):
+            ax.plot([0, 1], [k, k + 1], label=f"method {k}")
+        legend_outside(fig, [ax, ax], ncol=2, above=above)  # each label once
+        fig.savefig(tmp_path / "f.png", bbox_inches="tight")
+        renderer = fig.canvas.get_renderer()
+        (legend,) = fig.legends
+        box, axes_box = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert len(legend.get_texts()) == 5 and not box.overlaps(axes_box)
+        saved = fig.get_tightbbox(renderer).transformed(fig.dpi_scale_trans)  # what bbox_inches="tight" keeps
+        assert saved.contains(box.x0 + 1, box.y0 + 1) and saved.contains(box.x1 - 1, box.y1 - 1)
+        plt.close(fig)
+
+
+def test_report_reads_the_database_without_changing_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A database without etlbench's tables is named as such, and left exactly as it was (opened read-only)."""
+    from etlbench.cli import main
+
+    db = tmp_path / "results.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE other (x)")
+    before = db.read_bytes()
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not an etlbench results database: it has no table runs or trials" in capsys.readouterr().err
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]

@@ -49,16 +49,36 @@ def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataF
     title = f"{experiment}: {backbone}"
     if not own:
         return title, f"Code {code}."
-    spec, env = (measured or own)[-1]["spec"], (measured or own)[-1]["environment"]
+    last = (measured or own)[-1]
+    spec, env = last["spec"], last["environment"]
+    summary = last["summary"] or {}
+    alone = (f"measured beside other work ({summary['busy_cores_before_measure']:.2f} cores busy): indicative only"
+             if summary.get("measured_busy") else "measured alone")
     recovery = spec.get("recovery", {})
     budget = ", ".join(f"{k} {recovery[k]}" for k in _BUDGET if recovery.get(k) is not None)
-    measure = spec.get("measure", {})
+    measure, gpu = spec.get("measure", {}), bool(spec.get("gpus"))
     return (title,
             f"Code {code}. Backbone {backbone}, seeds {spec.get('seeds')}, train subset "
             f"{spec.get('max_train') or 'all'}, recovery ({budget}); rows of {len(own)} run(s), measured in the last "
-            f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), torch {env.get('torch')}, "
+            f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), {torch_build(env.get('torch'), gpu)}, "
             f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
-            f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, measured alone.")
+            f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, {alone}.")
+
+
+_BUILDS = {"cu": "a CUDA build", "rocm": "a ROCm build", "cpu": "a CPU build"}
+
+
+def torch_build(version: str | None, gpu: bool = False) -> str:
+    """``torch VERSION`` and what its local tag says it was built for, and where it ran: "+cu130" without a GPU
+    is "a CUDA build, run on CPU", "+cpu" "a CPU build"; a version without a tag says no more than its number."""
+    if not version:
+        return "torch version not recorded"
+    tag = version.partition("+")[2]
+    build = next((text for prefix, text in _BUILDS.items() if tag.startswith(prefix)), "")
+    if not build or build == _BUILDS["cpu"]:
+        return f"torch {version}" + (f" ({build})" if build else "")
+    where = "training on GPU, measured on CPU" if gpu else "run on CPU"
+    return f"torch {version} ({build}, {where})"
 
 
 def _slug(key: tuple[str, str]) -> str:

@@ -6,12 +6,13 @@ and marker in every figure (:func:`method_styles`); the unpruned transfer baseli
 line and the frozen linear probe of the unpruned network a dotted one; points on the Pareto front of retention
 against that cost have a black edge. Where trials stored their anytime recovery curves, a figure per task
 shows retention against recovery cost (samples and seconds), with the transfer baseline's own training cost.
-Sizes suit a paper column (3.3 in wide per panel) and labels carry units.
+Sizes suit a paper column (3.3 in wide per panel), labels carry units and legends sit outside the axes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -132,6 +133,20 @@ def _cost_axis(ax: plt.Axes, cost: str, values: np.ndarray) -> None:
     ax.set_xlabel(_COST_LABELS[cost] + (", log scale" if wide else ""))
 
 
+def legend_outside(fig: plt.Figure, axes: list[plt.Axes], ncol: int, above: bool = False) -> None:
+    """One legend for ``axes`` (each label once), outside every axes: under the figure, or above it with
+    ``above``, never on the data. Lays the figure out first; savefig's ``bbox_inches="tight"`` keeps it."""
+    fig.tight_layout()
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="lower center" if above else "upper center",
+                   bbox_to_anchor=(0.5, 1.0 if above else 0.0), ncol=min(ncol, len(entries)), frameon=False,
+                   fontsize="x-small")
+
+
 def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:
     first = trials.dropna(subset=["metric_name"]).iloc[0]
     return str(first["metric_name"]), bool(first["higher_is_better"])
@@ -163,7 +178,7 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
             draw_tradeoff(ax, summary[summary["task"] == task], trials[trials["task"] == task], cost, styles)
             ax.set_title(task.replace("_", " "))
             ax.set_ylabel(_metric_label(name, higher))
-            ax.legend(fontsize="x-small", frameon=False)
+            legend_outside(fig, [ax], ncol=2)
             save(fig, f"{task}-metric-vs-{cost}")
 
     fig, axes = plt.subplots(len(COSTS), len(tasks), figsize=(3.0 * len(tasks), 2.4 * len(COSTS)), squeeze=False)
@@ -174,9 +189,7 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
             draw_tradeoff(ax, summary[summary["task"] == task], trials[trials["task"] == task], cost, styles)
             ax.set_title(task.replace("_", " ") if i == 0 else "")
             ax.set_ylabel(_metric_label(name, higher) if i == 0 else _METRIC_LABELS.get(name, name))
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 1.02))
-    fig.tight_layout()
+    legend_outside(fig, list(axes.flat), ncol=max(2, 2 * len(tasks)), above=True)
     save(fig, "tradeoffs-all-tasks")
 
     points = curve_points(trials) if "recovery_curve" in trials else pd.DataFrame()
@@ -186,7 +199,7 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
         fig, axes = plt.subplots(1, 2, figsize=(6.6, 2.6), sharey=True)
         draw_recovery_cost(list(axes), points[points["task"] == task], styles, targets[:2])
         axes[0].set_title(f"{task.replace('_', ' ')}: retention against recovery cost")
-        axes[1].legend(fontsize="xx-small", frameon=False)
+        legend_outside(fig, list(axes), ncol=4)
         save(fig, f"{task}-retention-vs-recovery-cost")
 
     at = summary[summary["target"] == retention_at]
@@ -202,6 +215,6 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
         ax.set_ylabel("retention (pruned / baseline quality)")
         ax.set_title(f"retention at {retention_at} fewer parameters")
         ax.axhline(1.0, color="0.3", ls="--", lw=1.0)
-        ax.legend(fontsize="x-small", frameon=False, ncol=2)
+        legend_outside(fig, [ax], ncol=4)
         save(fig, f"retention-at-{retention_at}")
     return written

@@ -62,7 +62,7 @@ def task_table(summary: pd.DataFrame, scores: pd.DataFrame, task: str) -> pd.Dat
         lambda v: _num(v, ".3f")))
     table = table.sort_values("rank", na_position="last")
     table["rank"] = table["rank"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
-    return table.reset_index().fillna("")
+    return table.rename_axis(columns=None).reset_index().fillna("")  # the pivot's "target" name is no column
 
 
 def detail_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -189,15 +189,25 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
 _SUMMARIES = (("Headline: the best method at the largest compressions", "headline"),
               ("Budget-free operating points (the method chose its compression)", "operating_points"))
 
-_SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach(th => th.addEventListener('click', () => {
-  const i = th.cellIndex, body = th.closest('table').tBodies[0];
-  const rows = Array.from(body.rows);
-  const dir = th.dataset.dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
-  const key = r => { const t = r.cells[i].innerText; const n = parseFloat(t); return isNaN(n) ? t : n; };
-  rows.sort((a, b) => { const x = key(a), y = key(b); const c = x < y ? -1 : x > y ? 1 : 0;
-                        return dir === 'asc' ? c : -c; });
-  rows.forEach(r => body.appendChild(r));
+#: Click a header to sort its table by that column (its index among its own row's cells); again to reverse. A
+#: cell that starts with a number ("0.97 ± 0.01", "95.3%", "16x") sorts by that number, before text cells
+#: ("failed", "auto"); blank cells stay last either way.
+_SORT_JS = r"""
+const sortKey = cell => {
+  const t = cell ? cell.textContent.trim() : '';
+  const m = t.match(/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?/i);
+  return t === '' ? [2, ''] : m ? [0, parseFloat(m[0])] : [1, t];
+};
+const compare = (x, y) => typeof x === 'number' ? x - y : x.localeCompare(y, undefined, {numeric: true});
+document.querySelectorAll('table.sortable > thead th').forEach(th => th.addEventListener('click', () => {
+  const table = th.closest('table'), i = th.cellIndex, body = table.tBodies[0];
+  if (!body) return;
+  const dir = th.dataset.dir === 'asc' ? 'desc' : 'asc';
+  table.tHead.querySelectorAll('th').forEach(h => delete h.dataset.dir);
+  th.dataset.dir = dir;
+  const rows = Array.from(body.rows).map(r => [sortKey(r.cells[i]), r]);
+  rows.sort(([a], [b]) => a[0] - b[0] || (a[0] === 2 ? 0 : (dir === 'asc' ? 1 : -1) * compare(a[1], b[1])));
+  rows.forEach(([, r]) => body.appendChild(r));
 }));
 """
 
@@ -207,7 +217,9 @@ def _published(report: dict[str, Any]) -> pd.DataFrame:
 
 
 def _html_table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, classes="sortable", border=0, escape=True)
+    """A sortable table of ``df``'s columns only: no index, and no name of the column axis (even with
+    ``index=False``, pandas writes that name as an extra first header and an empty header cell in every row)."""
+    return df.rename_axis(index=None, columns=None).to_html(index=False, classes="sortable", border=0, escape=True)
 
 
 def _embed(path: Path) -> str:
@@ -242,7 +254,8 @@ def html_page(sections: list[str], left_out: list[str]) -> str:
              if left_out else "")
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0}th,td{padding:.25em .6em;border-bottom:1px solid #ddd;"
-             "text-align:left}th{cursor:pointer;background:#f4f4f4}img{max-width:100%}figure{display:inline-block;"
+             "text-align:left}th{cursor:pointer;background:#f4f4f4}th[data-dir=asc]::after{content:' ▲'}"
+             "th[data-dir=desc]::after{content:' ▼'}img{max-width:100%}figure{display:inline-block;"
              "margin:.5em}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>etlbench leaderboard</title>"
             f"<style>{style}</style></head><body>{notes}{''.join(sections)}<script>{_SORT_JS}</script></body></html>")
