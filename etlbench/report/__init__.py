@@ -91,14 +91,14 @@ def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = Tr
     """Write leaderboard.md, leaderboard.csv, leaderboard.html and figures/ into ``out_dir`` (one section per
     experiment and backbone; with several, their figures go to figures/EXPERIMENT-BACKBONE/); returns what was
     written, the rows left out and how long it took."""
-    from etlbench.report.figures import write_figures
-    from etlbench.report.page import build, html_page, to_html, to_markdown
-
     start = time.perf_counter()
     out_dir = Path(out_dir)
     trials = load_results(out_dir, curves=True)
     if trials.empty:
         raise ReportError(f"{out_dir / 'results.sqlite'}: no trials stored yet, nothing to report")
+    from etlbench.report.figures import write_figures  # matplotlib and seaborn: once there is something to draw
+    from etlbench.report.page import build, html_page, to_html, to_markdown
+
     selection = select(trials, code_version=code_version, backbone=backbone, experiment=experiment)
     with ResultsStore(out_dir / "results.sqlite", readonly=True) as store:
         runs = store.runs()
