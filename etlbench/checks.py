@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 from etlbench.errors import ConfigError
 
-#: The largest compression ratio a budget may ask for: beyond it, a network keeps less than one channel per layer.
-MAX_COMPRESSION = 1000.0
+#: The largest compression ratio a budget may ask for: a larger one is a typo, not a budget (VGG-16 would keep 138
+#: parameters). Ratios below it that a network cannot reach are tried and stored as ``infeasible``, saying why.
+MAX_COMPRESSION = 1_000_000.0
 
 #: A range check: the test a value must pass and how to say what was expected.
 Rule = tuple[Callable[[Any], bool], str]
@@ -87,6 +88,6 @@ def check_compression(value: Any) -> float | None:
         with contextlib.suppress(ValueError):  # the command line gives text
             value = float(value)
     if not fits(value, float) or not 1 <= value <= MAX_COMPRESSION:
-        raise ConfigError(f"expected a finite ratio of at least 1 and at most {MAX_COMPRESSION:g} (or 'auto'), got "
+        raise ConfigError(f"expected a finite ratio of at least 1 and at most {MAX_COMPRESSION:,.0f} (or 'auto'), got "
                           f"{given!r}")
     return float(value)

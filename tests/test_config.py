@@ -12,7 +12,7 @@ from etlbench.plan import plan
 from etlbench.registry import DATASETS
 from tests.conftest import REPO
 
-RATIO = "expected a finite ratio of at least 1 and at most 1000 (or 'auto'), got"
+RATIO = "expected a finite ratio of at least 1 and at most 1,000,000 (or 'auto'), got"
 VALID = {"tasks": ["gender"], "methods": {"etl": {"epsilon": 0.02}, "magnitude": {}}, "compressions": [4, "auto"]}
 
 
