@@ -61,7 +61,7 @@ def check_value(key: str, value: Any, hint: Any, rule: Rule | None = None) -> No
     """``value`` of ``key`` must be of type ``hint`` and (where given, and not ``None``) pass ``rule``; each item of a
     list is checked against the rule."""
     if hint is not None and not fits(value, hint):
-        raise ConfigError(f"{key}: expected {describe(hint)}, got {value!r}", key=key)
+        raise ConfigError(f"{key}: expected {describe(hint)}, got {value!r}{_text_hint(value)}", key=key)
     if rule is None or value is None:
         return
     test, expected = rule
@@ -83,11 +83,16 @@ def check_compression(value: Any) -> float | None:
     [1, :data:`MAX_COMPRESSION`]."""
     if value == "auto":
         return None
-    given = value
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):  # the command line gives text
-            value = float(value)
     if not fits(value, float) or not 1 <= value <= MAX_COMPRESSION:
         raise ConfigError(f"expected a finite ratio of at least 1 and at most {MAX_COMPRESSION:,.0f} (or 'auto'), got "
-                          f"{given!r}")
+                          f"{value!r}{_text_hint(value)}")
     return float(value)
+
+
+def _text_hint(value: Any) -> str:
+    """A hint where YAML read a number as text (PyYAML reads ``1e-3`` as a string, ``1.0e-3`` as a float)."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            float(value)
+            return " (YAML reads this as text: write a number with a dot and a signed exponent, e.g. 1.0e-3)"
+    return ""

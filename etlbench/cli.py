@@ -57,7 +57,11 @@ def _number(kind: type, minimum: float) -> Callable[[str], Any]:
 
 def _compression(text: str) -> float | None:
     try:
-        return check_compression(text)
+        value = text if text == "auto" else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio baseline/pruned (e.g. 4) or 'auto', got {text!r}") from None
+    try:
+        return check_compression(value)
     except ConfigError as err:
         raise argparse.ArgumentTypeError(f"{err} (a ratio baseline/pruned)") from None
 
@@ -123,10 +127,10 @@ def _train_config(recipe: Any, **given: Any) -> Any:
 
 def _setting(args: argparse.Namespace, train: Any) -> Any:
     """The resolved transfer spec (setting) that ``transfer`` and ``prune`` share; bad data fails here."""
-    from etlbench.backbones import DEFAULT_BACKBONE, create_backbone
+    from etlbench.backbones import DEFAULT_BACKBONE, check_backbone
     from etlbench.transfer import TransferSpec
 
-    create_backbone(args.backbone or DEFAULT_BACKBONE, args.backbone_weights)  # its weights load, before the data
+    check_backbone(args.backbone or DEFAULT_BACKBONE, args.backbone_weights)  # its weights load, before the data
     return TransferSpec(task=args.task, backbone=args.backbone or DEFAULT_BACKBONE,
                         backbone_weights=args.backbone_weights, dataset=args.dataset, data_root=args.data_root,
                         input_size=args.input_size, max_train=args.max_train, seed=args.seed, train=train,
@@ -171,18 +175,24 @@ def _method_params(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ConfigError(f"--param {pair!r}: expected KEY=VALUE")
-        params[key] = yaml.safe_load(value)
+        try:
+            params[key] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--param {pair!r}: {value!r} is not a YAML value ({type(err).__name__})") from err
     return params
 
 
 def _prune(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.measure import MeasureConfig
+    from etlbench.methods import create_method
     from etlbench.transfer import TRANSFER
     from etlbench.trial import RECOVERY, TrialSpec, run_trial
 
+    params = _method_params(args.param)
+    create_method(args.method, **params)  # a bad method or parameter fails first, before weights and data load
     spec = TrialSpec(setting=_setting(args, _train_config(TRANSFER, epochs=args.transfer_epochs,
                                                           samples=args.transfer_samples)),
-                     method=args.method, compression=args.compression, method_params=_method_params(args.param),
+                     method=args.method, compression=args.compression, method_params=params,
                      budget_of=args.budget_of,
                      recovery=_train_config(RECOVERY, epochs=args.recovery_epochs, samples=args.recovery_samples,
                                             max_steps=args.recovery_steps),
@@ -347,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug, not the input's fault: one line, the traceback on request
         if debug:
             traceback.print_exc()
-        print(f"etlbench: internal error: {type(err).__name__}: {err} (a bug: please report it with the traceback "
+        first = (str(err).strip().splitlines() or [""])[0]
+        print(f"etlbench: internal error: {type(err).__name__}: {first} (a bug: please report it with the traceback "
               f"that --debug shows)", file=sys.stderr)
         return 1
     if args.json:

@@ -9,6 +9,7 @@ the key. A valid spec is an :class:`~etlbench.plan.ExperimentSpec`; :func:`etlbe
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, create_backbone, weights_path
+from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, check_backbone, weights_path
 from etlbench.checks import AT_LEAST_1, NON_NEGATIVE, Rule, check_compression, check_value
 from etlbench.data import dataset_for_task
 from etlbench.errors import ConfigError, SpecError
@@ -58,7 +59,7 @@ def load_spec(preset: str | None = None, path: str | Path | None = None, **overr
         raise SpecError(f"{source}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: the spec must be a mapping of sections, got {type(raw).__name__}")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw.update({k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in overrides.items() if v is not None})
     return parse_spec(raw, source)
 
 
@@ -104,27 +105,27 @@ def _check_dataset(task: str, dataset: str | None, root: str | None, source: str
         raise _fail(source, where, f"dataset {name!r} not found: expected the file {spec.path(resolved)}")
 
 
-def _check_backbone(name: str, weights: str | None, source: str) -> None:
-    """Build the backbone once: its weights must be found and load now, not in every trial of the sweep."""
-    try:
-        create_backbone(name, weights)
-    except Exception as err:  # a missing file, or one that is not the backbone's format: report, do not crash
-        where = f" from {weights_path(weights)}" if weights is not None else ""
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        first_line = first_line.removeprefix(f"{weights_path(weights)}: ") if weights is not None else first_line
-        raise _fail(source, "backbone_weights" if weights is not None else "backbone",
-                    f"{name!r} cannot be built{where}: {first_line}") from err
-
-
-def _known(registry: Any, name: str, source: str, where: str) -> None:
+def _known(registry: Any, name: Any, source: str, where: str) -> None:
+    if not isinstance(name, str):
+        raise _fail(source, where, f"expected a {registry.kind.removesuffix('s')} name, got {name!r}")
     try:
         registry.entry(name)
     except UnknownNameError as err:
         raise _fail(source, where, str(err)) from err
 
 
+def _named(raw: Any, empty: Any, source: str, section: str) -> Any:
+    """A list of names as a mapping of each to ``empty`` options (a mapping is returned as it is)."""
+    if not isinstance(raw, list):
+        return raw
+    for i, name in enumerate(raw):
+        if not isinstance(name, str):
+            raise _fail(source, f"{section}[{i}]", f"expected a name, got {name!r}")
+    return {name: empty for name in raw}
+
+
 def _tasks(raw: Any, root: str | None, source: str) -> dict[str, str | None]:
-    raw = {t: None for t in raw} if isinstance(raw, list) else raw
+    raw = _named(raw, None, source, "tasks")
     if not isinstance(raw, dict):
         raise _fail(source, "tasks", f"expected a list or a mapping of tasks, got {raw!r}")
     tasks: dict[str, str | None] = {}
@@ -144,7 +145,7 @@ def _tasks(raw: Any, root: str | None, source: str) -> dict[str, str | None]:
 def _methods(raw: Any, source: str) -> dict[str, dict[str, Any]]:
     """Each method is built from its parameters now: a parameter it does not take or of the wrong type or range is
     an error naming ``methods.NAME.KEY``."""
-    raw = {m: {} for m in raw} if isinstance(raw, list) else raw
+    raw = _named(raw, {}, source, "methods")
     if not isinstance(raw, dict):
         raise _fail(source, "methods", f"expected a list or a mapping of methods, got {raw!r}")
     methods: dict[str, dict[str, Any]] = {}
@@ -178,8 +179,8 @@ def _compressions(raw: Any, methods: dict[str, dict[str, Any]], source: str) -> 
 
 
 #: The ranges of the spec's top-level values (their types come from :class:`ExperimentSpec`'s hints).
-_SCALAR_RULES: dict[str, Rule] = {"threads": AT_LEAST_1, "gpus": NON_NEGATIVE, "max_train": AT_LEAST_1,
-                                  "input_size": (lambda v: v >= 16, "at least 16 (px)"),
+_SCALAR_RULES: dict[str, Rule] = {"seeds": NON_NEGATIVE, "threads": AT_LEAST_1, "gpus": NON_NEGATIVE,
+                                  "max_train": AT_LEAST_1, "input_size": (lambda v: v >= 16, "at least 16 (px)"),
                                   "budget_of": (lambda v: v in ("params", "macs"), "'params' or 'macs'")}
 
 
@@ -210,7 +211,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     if weights is not None and not weights_path(weights).is_file():
         raise _fail(source, "backbone_weights", f"weights file {weights_path(weights)} does not exist (a relative "
                                                 f"path is looked up under the models root, $ETLBENCH_MODELS)")
-    _check_backbone(backbone, weights, source)
+    try:
+        check_backbone(backbone, weights)  # built once now, not failing in every trial of the sweep
+    except ConfigError as err:
+        raise _fail(source, err.key, str(err)) from err
     methods = _methods(raw["methods"], source)
     return ExperimentSpec(
         name=str(raw.get("name", Path(source).stem)), tasks=_tasks(raw["tasks"], raw.get("data_root"), source),

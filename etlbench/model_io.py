@@ -35,11 +35,24 @@ def _load_reason(err: BaseException) -> str:
         f"{type(err).__name__}: {first}"
 
 
+def _check_archive(path: str, what: str) -> None:
+    """A zip checkpoint (torch's format since 1.6) must unpack to no more than it weighs: torch stores its records
+    uncompressed, so a compressed one could make the loader allocate far more than the file's size."""
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+    unpacked, size = sum(i.file_size for i in infos), os.path.getsize(path)
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos) or unpacked > size:
+        raise ConfigError(f"{path}: not a torch checkpoint of {what}: its records are compressed to unpack to "
+                          f"{unpacked:,} bytes from a file of {size:,} (torch stores them as they are)")
+
+
 def load_tensors(path: str | os.PathLike | io.BytesIO, what: str) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)``: tensors and plain containers only. A file that
     cannot be read so (an arbitrary pickle, a truncated or foreign file) is a one-line :class:`ConfigError` naming
     the file and ``what`` was expected (e.g. ``"a MobileFaceNet state dict"``); it is never loaded otherwise."""
     where = os.fspath(path) if isinstance(path, str | os.PathLike) else "<buffer>"
+    if where != "<buffer>" and zipfile.is_zipfile(where):
+        _check_archive(where, what)
     try:
         with warnings.catch_warnings():  # torch warns of a pickle protocol it may not read: the error says enough
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)

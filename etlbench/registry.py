@@ -77,7 +77,7 @@ class Registry(Generic[T]):
     registration (or loading a lazy entry) sets that attribute of the object to its registered name (so a
     method's errors name it)."""
 
-    def __init__(self, kind: str, name_attr: str | None = None):
+    def __init__(self, kind: str, *, name_attr: str | None = None):
         self.kind = kind
         self.name_attr = name_attr
         self._entries: dict[str, Entry[T]] = {}

@@ -84,15 +84,20 @@ class ResultsStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(self.path, timeout=30.0)
             tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.OperationalError as err:  # a folder, no permission, a lock: the file is not the problem
+            raise ResultsError(f"{self.path}: cannot open the results database ({err})") from err
         except sqlite3.DatabaseError as err:
+            self._db.close()
             raise ResultsError(f"{self.path}: not an SQLite database ({err})") from err
         if readonly:
             missing = sorted({"trials", "runs"} - tables)
             if missing:
+                self._db.close()
                 raise ResultsError(f"{self.path}: not an etlbench results database: it has no table "
                                    f"{' or '.join(missing)} (tables: {sorted(tables) or 'none'})")
             return
         if tables and "trials" not in tables:
+            self._db.close()
             raise ResultsError(f"{self.path}: an SQLite database of something else (tables: {sorted(tables)}); "
                                f"choose another --out")
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -69,6 +69,12 @@ def pickle_weights(path: Path) -> Path:
 BASE_SPEC = "tasks: [gender]\nmethods: [magnitude]\ncompressions: [2]\n"
 
 
+def torch_save(obj: object, path: Path) -> None:
+    import torch
+
+    torch.save(obj, path)
+
+
 def spec(text: str) -> Callable[[Path], object]:
     """A setup that writes ``spec.yaml``: a valid spec, then ``text`` (a key given again replaces the first)."""
     return lambda d: (d / "spec.yaml").write_text(BASE_SPEC + text)
@@ -98,7 +104,7 @@ CASES: tuple[Case, ...] = (
     Case("prune --compression 0", prune(compression="0"), ("--compression", "0", "at least 1")),
     Case("prune --compression abc", prune(compression="abc"), ("--compression", "abc")),
     Case("prune --compression nan", prune(compression="nan"), ("--compression", "nan")),
-    Case("prune --compression 1e300", prune(compression="1e300"), ("--compression", "1e300")),
+    Case("prune --compression 1e300", prune(compression="1e300"), ("--compression", "1e+300")),
     Case("prune --param epsilon=abc", prune("--param", "epsilon=abc", method="etl"),
          ("epsilon", "'abc'", "finite number")),
     Case("prune --param policy=foo", prune("--param", "policy=foo"), ("policy", "'foo'", "'global'")),
@@ -129,6 +135,12 @@ CASES: tuple[Case, ...] = (
     Case("spec: compression .nan", RUN, ("compressions[1]", "nan"), spec("compressions: [2, .nan]\n")),
     Case("spec: compression 1e300", RUN, ("compressions[1]", "1e+300"), spec("compressions: [2, 1.0e+300]\n")),
     Case("spec: seeds []", RUN, ("seeds", "[]"), spec("seeds: []\n")),
+    Case("spec: seeds [-1]", RUN, ("seeds", "-1"), spec("seeds: [-1]\n")),
+    Case("spec: compressions as text", RUN, ("compressions[0]", "'4'"), spec("compressions: ['4']\n")),
+    Case("spec: lr written 1e-3 (YAML text)", RUN, ("recovery.lr", "'1e-3'", "1.0e-3"), spec("recovery: {lr: 1e-3}\n")),
+    Case("spec: a task name that is a number", RUN, ("tasks.5", "task name"), spec("tasks: {5: null}\n")),
+    Case("spec: a method name that is a list", RUN, ("methods[0]", "['magnitude']"), spec("methods: [[magnitude]]\n")),
+    Case("prune --param with bad YAML", prune("--param", "epsilon=[1"), ("--param", "epsilon=[1", "YAML")),
     Case("spec: method parameter of the wrong type", RUN, ("methods.etl.epsilon", "'abc'"),
          spec("methods: {etl: {epsilon: abc}}\n")),
     Case("spec: policy foo", RUN, ("methods.magnitude.policy", "'foo'"), spec("methods: {magnitude: {policy: foo}}\n")),
@@ -137,6 +149,9 @@ CASES: tuple[Case, ...] = (
     Case("spec: recovery samples 'many'", RUN, ("recovery.samples", "'many'"),
          spec("recovery: {samples: many}\n")),
     Case("spec: transfer lr -0.1", RUN, ("transfer.lr", "-0.1"), spec("transfer: {lr: -0.1}\n")),
+    Case("transfer: weights of another format", ("transfer", "--task", "gender", "--backbone", "mobilefacenet",
+                                                  "--backbone-weights", "{d}/other.pt", "--out", "{d}/t"),
+         ("other.pt", "'mobilefacenet' cannot be built"), lambda d: torch_save({"w": 1}, d / "other.pt")),
     Case("spec: transfer epochs 1.5", RUN, ("transfer.epochs", "1.5"),
          spec("transfer: {epochs: 1.5}\n")),
     Case("spec: threads 1.5", RUN, ("threads", "1.5"), spec("threads: 1.5\n")),
@@ -171,7 +186,7 @@ def run_case(case: Case, folder: Path, command: list[str] | None = None, timeout
     env = {k: v for k, v in os.environ.items() if k != "ETLBENCH_DATA"}
     try:
         done = subprocess.run([*(command or [sys.executable, "-m", "etlbench.cli"]), *argv], capture_output=True,
-                              text=True, env=env, timeout=timeout)
+                              text=True, env=env, timeout=timeout, cwd=folder)  # not the checkout: PYTHONPATH decides
     except subprocess.TimeoutExpired:
         return -1, f"accepted: still running after {timeout:.0f} s"
     return done.returncode, (done.stderr + done.stdout if case.code == 0 else done.stderr).strip()

@@ -62,7 +62,7 @@ def test_paper_preset_needs_vggface_weights(fake_data_root: Path, tmp_path: Path
     with pytest.raises(SpecError, match=r"backbone_weights: 'vggface16' cannot be built from .*vgg_face_dag\.pth: "):
         load_spec("paper", data_root=str(fake_data_root))
     built: list[tuple[str, str]] = []  # real VGG-Face weights are 580 MB: check which file the spec loads
-    monkeypatch.setattr("etlbench.config.create_backbone", lambda name, weights: built.append((name, weights)))
+    monkeypatch.setattr("etlbench.config.check_backbone", lambda name, weights: built.append((name, weights)))
     paper = load_spec("paper", data_root=str(fake_data_root))
     assert built == [("vggface16", "vgg_face_dag.pth")]
     assert (paper.backbone, paper.input_size, paper.gpus) == ("vggface16", 224, 1.0)

@@ -224,3 +224,20 @@ def test_spec_reports_a_pickle_as_one_line(tmp_path: Path, no_data_root: None, m
     assert isinstance(err.value, EtlbenchError)
     _assert_clean(err.value, tmp_path / "evil.ckpt")
     assert "PWNED" not in capsys.readouterr().out
+
+
+def test_a_compressed_checkpoint_is_refused_before_torch_unpacks_it(tmp_path: Path) -> None:
+    """torch stores records as they are; a deflated 50 MB record in a 50 KB file would be allocated by torch.load."""
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.zeros(10)}, good)
+    assert torch.equal(load_tensors(good, "a test state dict")["w"], torch.zeros(10))
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(good) as z, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in z.infolist():
+            out.writestr(info.filename, b"\0" * 50_000_000 if info.filename.endswith("/0") else z.read(info))
+    tracemalloc.start()
+    with pytest.raises(ConfigError, match=r"bomb\.pt: not a torch checkpoint of a test state dict: its records are "
+                                          r"compressed to unpack to 50,000,\d+ bytes from a file of"):
+        load_tensors(bomb, "a test state dict")
+    assert tracemalloc.get_traced_memory()[1] < 4 * 2**20
+    tracemalloc.stop()

@@ -196,7 +196,7 @@ def test_ctrl_c_stops_the_run_at_once_and_says_how_to_resume(tmp_path: Path, no_
     assert driver.returncode == 130 and seconds < 30 and not left, (driver.returncode, seconds, left, err[-2000:])
     assert "Traceback" not in err and last.startswith("etlbench: interrupted: ") and f"in {db}" in last, err
     stored = _rows(db)
-    assert f"0 of 9 trials are done and {len(stored)} trained" in last, last
+    assert f"0 of 9 trials are done, {len(stored)} trained (to measure) and 0 failed" in last, last
     resume = shlex.split(last.partition("go on with: ")[2])
     assert resume == ["etlbench", *cmd[3:], "--resume"]
     resumed = subprocess.run([*cmd, "--resume", "--json"], capture_output=True, text=True, timeout=600)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from etlbench.backbones.base import ChannelPad, CutPoint, Preprocess, SourceNetwork
+from etlbench.errors import ConfigError
 from etlbench.paths import models_root
 from etlbench.registry import BACKBONES
 
@@ -57,5 +58,19 @@ def create_backbone(name: str = DEFAULT_BACKBONE, weights: str | Path | None = N
     return BACKBONES.get(name)(**kwargs)
 
 
-__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "ChannelPad", "CutPoint", "Preprocess", "SourceNetwork", "create_backbone",
-           "weights_file", "weights_fingerprint", "weights_path"]
+def check_backbone(name: str, weights: str | Path | None = None) -> SourceNetwork:
+    """The backbone, built now so that weights that are missing or not the backbone's format fail before any data
+    is read: any failure is a one-line :class:`ConfigError` naming the backbone and the weights file (its ``key``:
+    ``backbone_weights``, or ``backbone`` without a file)."""
+    try:
+        return create_backbone(name, weights)
+    except Exception as err:  # a missing file, or one that is not the backbone's format: report, do not crash
+        path = weights_path(weights) if weights is not None else None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].removeprefix(f"{path}: ")
+        where = f" from {path}" if path is not None else ""
+        raise ConfigError(f"{name!r} cannot be built{where}: {reason}",
+                          key="backbone" if path is None else "backbone_weights") from err
+
+
+__all__ = ["BACKBONES", "DEFAULT_BACKBONE", "ChannelPad", "CutPoint", "Preprocess", "SourceNetwork", "check_backbone",
+           "create_backbone", "weights_file", "weights_fingerprint", "weights_path"]

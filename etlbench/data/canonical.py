@@ -60,11 +60,7 @@ class FaceData:
         return self.arrays["images"]
 
     def split_counts(self) -> dict[str, int]:
-        if "split" not in self.arrays:
-            return {"images": len(self.images), "pairs": len(self.arrays["pair_fold"]),
-                    "folds": len(np.unique(self.arrays["pair_fold"]))}
-        split = self.arrays["split"]
-        return {s: int((split == v).sum()) for s, v in SPLITS.items()}
+        return _counts(len(self.images), self.arrays, self.source)
 
 
 def _fail(path: str | Path, message: str) -> DatasetError:
@@ -72,20 +68,15 @@ def _fail(path: str | Path, message: str) -> DatasetError:
 
 
 def validate_arrays(arrays: dict[str, np.ndarray], source: str | Path) -> None:
-    """Check ``images`` and ``split``; task labels are checked by the task that reads them."""
-    needed = ("images",) if "pair_fold" in arrays else ("images", "split")  # verification sets use folds
-    for key in needed:
-        if key not in arrays:
-            raise _fail(source, f"missing array {key!r} (present: {sorted(arrays)})")
-    images = arrays["images"]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise _fail(source, f"array 'images' must be uint8 N x H x W x C with C 1 or 3; "
-                            f"got dtype {images.dtype} shape {images.shape}")
-    if "split" not in arrays:
-        return
-    split = arrays["split"]
-    if split.ndim != 1 or len(split) != len(images):
-        raise _fail(source, f"array 'split' must have one entry per image ({len(images)}); got shape {split.shape}")
+    """Check ``images`` and ``split`` (their structure, then the split's values); task labels are checked by the task
+    that reads them."""
+    check_structure({k: (a.shape, a.dtype) for k, a in arrays.items()}, source)
+    if "split" in arrays:
+        check_split(arrays["split"], source)
+
+
+def check_split(split: np.ndarray, source: str | Path) -> None:
+    """Every entry of ``split`` is 0 (train), 1 (val) or 2 (test), and no split is empty."""
     bad = ~np.isin(split, list(SPLITS.values()))
     if bad.any():
         raise _fail(source, f"array 'split' holds values other than 0 (train), 1 (val), 2 (test), "
@@ -93,6 +84,14 @@ def validate_arrays(arrays: dict[str, np.ndarray], source: str | Path) -> None:
     for name, value in SPLITS.items():
         if not (split == value).any():
             raise _fail(source, f"the {name} split (split == {value}) is empty")
+
+
+def _counts(n_images: int, arrays: dict[str, np.ndarray], source: str | Path) -> dict[str, int]:
+    """Images per split, or the images, pairs and folds of a verification set."""
+    if "split" not in arrays:
+        return {"images": n_images, "pairs": len(arrays["pair_fold"]), "folds": len(np.unique(arrays["pair_fold"]))}
+    check_split(arrays["split"], source)
+    return {s: int((arrays["split"] == v).sum()) for s, v in SPLITS.items()}
 
 
 def max_data_bytes() -> int:
@@ -145,8 +144,9 @@ def _read_header(path: Path, npz: zipfile.ZipFile, info: zipfile.ZipInfo) -> tup
     return shape, dtype
 
 
-def _check_headers(path: Path, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
-    """The structure of ``images`` and ``split`` from the headers alone, before any array is unpacked."""
+def check_structure(headers: dict[str, tuple[tuple[int, ...], np.dtype]], path: str | Path) -> None:
+    """The structure of ``images`` and ``split`` from their shapes and dtypes alone (an npz's headers: before any
+    array is unpacked)."""
     needed = ("images",) if "pair_fold" in headers else ("images", "split")  # verification sets use folds
     for key in needed:
         if key not in headers:
@@ -180,14 +180,7 @@ def split_counts(path: str | Path) -> dict[str, int]:
     unpacking only the split (or pair-fold) array: what ``etlbench list datasets`` shows, quickly."""
     path = Path(path)
     headers, arrays = _read_npz(path, only=("split", "pair_fold"))
-    n_images = headers["images"][0][0]
-    if "split" not in arrays:
-        return {"images": n_images, "pairs": len(arrays["pair_fold"]), "folds": len(np.unique(arrays["pair_fold"]))}
-    split = arrays["split"]
-    counts = {s: int((split == v).sum()) for s, v in SPLITS.items()}
-    if sum(counts.values()) != len(split):
-        raise _fail(path, "array 'split' holds values other than 0 (train), 1 (val), 2 (test)")
-    return counts
+    return _counts(headers["images"][0][0], arrays, path)
 
 
 def _read_npz(path: Path, only: tuple[str, ...] | None = None
@@ -215,7 +208,7 @@ def _read_npz(path: Path, only: tuple[str, ...] | None = None
                 member = info.filename
                 headers[member[:-4]] = _read_header(path, npz, info)
             member = ""
-            _check_headers(path, headers)
+            check_structure(headers, path)
             arrays: dict[str, np.ndarray] = {}
             for info in infos:
                 member = info.filename

@@ -69,7 +69,7 @@ class PruningMethod:
     """Base class of pruning methods: implement :meth:`channel_scores` (higher = keep), or :meth:`importance`
     where the scores need the model and the data (gradients, probes). Registration names the class."""
 
-    name: ClassVar[str] = ""  # set by registration (register_method)
+    name: ClassVar[str] = ""  # its registered name: set by registration; the built-ins set it themselves too
     starts_from: ClassVar[Literal["transfer", "source"]] = "transfer"
     #: Whether the method can choose its own operating point (``compression: auto``, no budget).
     chooses_operating_point: ClassVar[bool] = False

@@ -15,6 +15,8 @@ from etlbench.train import TaskModel, iterate_batches, set_train_mode
 class Magnitude(PruningMethod):
     """L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017)."""
 
+    name = "magnitude"
+
     def channel_scores(self, name: str, layer: nn.Module) -> torch.Tensor:
         return layer.weight.detach().abs().flatten(1).sum(1)
 
@@ -23,6 +25,8 @@ class Taylor(PruningMethod):
     """First-order Taylor importance ``(sum over a filter of grad * weight)^2``, gradients of the task loss
     accumulated over ``batches`` training batches (Molchanov et al., "Importance Estimation for Neural Network
     Pruning", CVPR 2019; "Pruning CNNs for Resource Efficient Inference", ICLR 2017)."""
+
+    name = "taylor"
 
     def __init__(self, batches: int = 16, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
@@ -55,6 +59,8 @@ class Taylor(PruningMethod):
 
 class Random(PruningMethod):
     """Random filter scores (seeded per layer and trial seed): the floor any criterion must beat."""
+
+    name = "random"
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
         def scores(name: str, layer: nn.Module) -> torch.Tensor:

@@ -96,6 +96,8 @@ class ETL(PruningMethod):
     tolerance of the depth rule; ``descriptor`` ``mean`` or ``max`` over space; ``holdout`` the fraction of the
     probe subset that scores the cut-point probes; ``policy``/``max_layer_ratio`` the shared selection policy."""
 
+    name = "etl"
+
     starts_from = "source"
     chooses_operating_point = True  # compression auto: the epsilon rule also picks the filter fraction
 

@@ -376,8 +376,9 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
         except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop
             statuses = Counter(r["status"] for r in store.rows(ids=by_id))
             store.finish_run(run.run_id, {"interrupted": True, "statuses": dict(statuses)})
-            raise RunInterrupted(f"{sum(statuses[s] for s in FINAL)} of {len(trials)} trials are done and "
-                                 f"{statuses['trained']} trained (to measure) in {out / 'results.sqlite'}") from None
+            raise RunInterrupted(f"{sum(statuses[s] for s in FINAL)} of {len(trials)} trials are done, "
+                                 f"{statuses['trained']} trained (to measure) and {statuses['failed']} failed (to run "
+                                 f"again) in {out / 'results.sqlite'}") from None
         summary.statuses = dict(Counter(r["status"] for r in store.rows(ids=by_id)))
         store.export_csv(out / "results.csv")
         if summary.statuses:
