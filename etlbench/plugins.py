@@ -60,6 +60,18 @@ METHODS: dict[str, Builtin] = {
                       "ICLR 2017)."),
     "random": Builtin("etlbench.methods.baselines:Random",
                       "Random filter scores (seeded per layer and trial seed): the floor any criterion must beat."),
+    "l2": Builtin("etlbench.methods.group_criteria:GroupL2",
+                  "Group L2 norm of every weight a channel owns across its coupled layers (Torch-Pruning's "
+                  '``GroupMagnitudeImportance``; Fang et al., "DepGraph", CVPR 2023; after Li et al., ICLR 2017).'),
+    "fpgm": Builtin("etlbench.methods.group_criteria:FPGM",
+                    "Filter pruning via the geometric median: filters closest to the others are redundant (He et al., "
+                    "CVPR 2019; Torch-Pruning's ``FPGMImportance``)."),
+    "lamp": Builtin("etlbench.methods.group_criteria:LAMP",
+                    "Layer-adaptive magnitude-based pruning: each squared magnitude over the sum of those not smaller "
+                    "in its group (Lee et al., ICLR 2021; Torch-Pruning's ``LAMPImportance``)."),
+    "bn-scale": Builtin("etlbench.methods.group_criteria:BNScale",
+                        "The scale (|gamma|) of each channel's batch norm (Liu et al., \"Network Slimming\", "
+                        "ICCV 2017; Torch-Pruning's ``BNScaleImportance``)."),
 }
 
 SYNTHETIC = "synthetic"

@@ -23,6 +23,8 @@ from etlbench.train import TaskModel
 
 BISECTION_STEPS = 16  # of the pruning ratio: enough for a 10% tolerance at every budget tried
 ScoreFn = Callable[[str, nn.Module], "torch.Tensor | None"]
+#: What a method scores channels with: a per-layer score of output channels, or a Torch-Pruning group importance.
+Scorer = ScoreFn | tp.importance.Importance
 _OUT_CHANNEL_FNS = {tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels}
 
 
@@ -104,8 +106,21 @@ def _groups(model: nn.Module, size: tuple[int, int]) -> list[tp.Group]:
                                      root_module_types=[nn.Conv2d, nn.Linear]))
 
 
-def group_importance(model: TaskModel, score: ScoreFn, size: tuple[int, int]) -> list[torch.Tensor | None]:
-    """One importance vector per coupled group (``None``: no layer of the group was scored)."""
+def without_channel_pads(group: tp.Group) -> tp.Group:
+    """``group`` without its ChannelPad items: their fixed 0/1 weights are no evidence of a channel's importance."""
+    kept = tp.Group()
+    kept._group = [item for item in group if not isinstance(item.dep.layer, ChannelPad)]
+    kept._DG = group._DG
+    return kept
+
+
+def group_importance(model: TaskModel, score: Scorer, size: tuple[int, int]) -> list[torch.Tensor | None]:
+    """One importance vector per coupled group (``None``: no layer of the group was scored). ``score`` is a
+    per-layer score of output channels, or a Torch-Pruning ``Importance`` that reads each group as a whole (the
+    ChannelPads left out)."""
+    if isinstance(score, tp.importance.Importance):
+        with torch.no_grad():
+            return [score(without_channel_pads(g)) for g in _groups(model, size)]
     importance = ChannelScoreImportance(model, score)
     return [importance(g) for g in _groups(model, size)]
 
@@ -149,14 +164,14 @@ def apply_plan(model: TaskModel, plan: list[torch.Tensor], size: tuple[int, int]
     return pruned
 
 
-def prune_channels(model: TaskModel, score: ScoreFn, ratio: float, size: tuple[int, int], *,
+def prune_channels(model: TaskModel, score: Scorer, ratio: float, size: tuple[int, int], *,
                    policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95) -> TaskModel:
     """A pruned copy with ``ratio`` of the scored channels removed (the head's outputs never are)."""
     plan = plan_pruning(group_importance(model, score, size), ratio, policy, max_layer_ratio)
     return apply_plan(model, plan, size)
 
 
-def prune_to_budget(model: TaskModel, score: ScoreFn, budget: Budget, baseline: int, size: tuple[int, int], *,
+def prune_to_budget(model: TaskModel, score: Scorer, budget: Budget, baseline: int, size: tuple[int, int], *,
                     policy: Literal["global", "uniform"] = "global", max_layer_ratio: float = 0.95) -> PruneOutcome:
     """Bisect the pruning ratio until ``baseline / size(pruned)`` is within the budget's tolerance."""
     target = baseline / budget.compression

@@ -32,7 +32,7 @@ from etlbench.checks import describe, fits
 from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.registry import METHODS
-from etlbench.surgery import Budget, PruneOutcome, ScoreFn, prune_to_budget
+from etlbench.surgery import Budget, PruneOutcome, Scorer, prune_to_budget
 from etlbench.train import TaskModel, build_task_model
 
 Policy = Literal["global", "uniform"]
@@ -100,9 +100,10 @@ class PruningMethod:
         """Importance of each output channel of ``layer`` (module ``name`` of the model); ``None``: no opinion."""
         raise NotImplementedError(f"method {self.name!r} implements neither channel_scores nor importance")
 
-    def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
+    def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
         """The scoring rule for ``model`` in ``ctx``: a function (layer name, layer) -> a score per output
-        channel. Default: :meth:`channel_scores`, which needs neither."""
+        channel, or a Torch-Pruning ``Importance`` of whole channel groups. Default: :meth:`channel_scores`, which
+        needs neither."""
         return self.channel_scores
 
     def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
