@@ -309,3 +309,14 @@ def test_report_reads_the_database_without_changing_it(tmp_path: Path, capsys: p
     assert main(["report", str(tmp_path)]) == 2
     assert "not an etlbench results database: it has no table runs or trials" in capsys.readouterr().err
     assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+
+
+def test_each_method_keeps_its_style_whatever_else_is_drawn() -> None:
+    from etlbench.plugins import METHODS
+    from etlbench.report.figures import method_styles
+
+    few = method_styles(["etl", "taylor", "someone-elses-plugin"])
+    many = method_styles([*METHODS, "someone-elses-plugin", "another-plugin"])
+    assert all(few[m] == many[m] for m in few)
+    builtins = {many[m] for m in METHODS}
+    assert len(builtins) == len(METHODS) >= 8  # no two built-ins share a colour and a marker

@@ -2,15 +2,17 @@
 
 Every figure draws from :func:`etlbench.report.leaderboard.summarize` (means over seeds, 95% intervals), so a
 point is one method at one target compression. Each method keeps its colour (seaborn's colour-blind palette)
-and marker in every figure (:func:`method_styles`); the unpruned transfer baseline is a dashed horizontal
-line and the frozen linear probe of the unpruned network a dotted one; points on the Pareto front of retention
-against that cost have a black edge. Where trials stored their anytime recovery curves, a figure per task
-shows retention against recovery cost (samples and seconds), with the transfer baseline's own training cost.
+and marker in every figure, whatever else is drawn (:func:`method_style`); the unpruned transfer baseline is a
+dashed horizontal line and the frozen linear probe of the unpruned network a dotted one; points on the Pareto
+front of retention against that cost have a black edge. Where trials stored their anytime recovery curves, a
+figure per task shows retention against recovery cost (samples and seconds), with the transfer baseline's own
+training cost.
 Sizes suit a paper column (3.3 in wide per panel), labels carry units and legends sit outside the axes.
 """
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from etlbench import plugins
 from etlbench.report.leaderboard import COSTS, summarize, target_label, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
@@ -35,11 +38,19 @@ _METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg":
 PNG_DPI = 150
 
 
+def method_style(method: str) -> tuple[tuple[float, float, float], str]:
+    """The colour and marker that belong to ``method`` in every figure of every report: a built-in's by its place
+    in :mod:`etlbench.plugins`, another's by a hash of its name, so that adding a method changes no other's style.
+    Ten colours (seaborn's colour-blind palette) and ten markers: the first hundred places are all different."""
+    builtins = list(plugins.METHODS)
+    place = builtins.index(method) if method in builtins else len(builtins) + zlib.crc32(method.encode()) % 89
+    palette = sns.color_palette("colorblind", 10)
+    return palette[place % 10], _MARKERS[(place + place // 10) % len(_MARKERS)]
+
+
 def method_styles(methods: list[str]) -> dict[str, tuple[tuple[float, float, float], str]]:
-    """A fixed colour and marker per method, in name order (the report reads no plugin code to choose them)."""
-    order = sorted(set(methods))
-    palette = sns.color_palette("colorblind", max(len(order), 1))
-    return {m: (palette[i % len(palette)], _MARKERS[i % len(_MARKERS)]) for i, m in enumerate(order)}
+    """:func:`method_style` of each method."""
+    return {m: method_style(m) for m in set(methods)}
 
 
 def _metric_label(name: str, higher_is_better: bool) -> str:
