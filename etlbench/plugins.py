@@ -69,6 +69,10 @@ METHODS: dict[str, Builtin] = {
     "lamp": Builtin("etlbench.methods.group_criteria:LAMP",
                     "Layer-adaptive magnitude-based pruning: each squared magnitude over the sum of those not smaller "
                     "in its group (Lee et al., ICLR 2021; Torch-Pruning's ``LAMPImportance``)."),
+    "hessian": Builtin("etlbench.methods.group_criteria:Hessian",
+                       "Group Optimal Brain Damage: ``w^2`` times the Hessian's diagonal, summed over a channel's "
+                       "group (LeCun et al., NeurIPS 1989; Torch-Pruning's ``GroupHessianImportance``), the diagonal "
+                       "estimated as the empirical Fisher of ``samples`` training images."),
     "bn-scale": Builtin("etlbench.methods.group_criteria:BNScale",
                         "The scale (|gamma|) of each channel's batch norm (Liu et al., \"Network Slimming\", "
                         "ICCV 2017; Torch-Pruning's ``BNScaleImportance``)."),

@@ -192,7 +192,7 @@ def run_case(case: Case, folder: Path, command: list[str] | None = None, timeout
     return done.returncode, (done.stderr + done.stdout if case.code == 0 else done.stderr).strip()
 
 
-def _table(old: str | None) -> None:
+def _table(old: str | None, timeout: float) -> None:
     import tempfile
 
     print("| input | before | after |\n|---|---|---|")
@@ -201,7 +201,7 @@ def _table(old: str | None) -> None:
             cells = []
             for j, path in enumerate([old, None] if old else [None]):
                 env_cmd = ["env", f"PYTHONPATH={path}", sys.executable, "-m", "etlbench.cli"] if path else None
-                code, text = run_case(case, Path(tmp) / f"{i}-{j}", env_cmd)
+                code, text = run_case(case, Path(tmp) / f"{i}-{j}", env_cmd, timeout)
                 lines = text.splitlines()
                 shown = (f"{len(lines)}-line traceback: {lines[-1][:150]}" if "Traceback" in text
                          else " / ".join(lines)[:240])
@@ -212,4 +212,6 @@ def _table(old: str | None) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", help="a folder holding another version of the etlbench package (the 'before')")
-    _table(parser.parse_args().old)
+    parser.add_argument("--timeout", type=float, default=30, help="seconds after which a case counts as accepted")
+    args = parser.parse_args()
+    _table(args.old, args.timeout)

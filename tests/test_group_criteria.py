@@ -4,6 +4,7 @@ the same channels removed as Torch-Pruning's own pruner removes (uniform policy)
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,10 +17,10 @@ from etlbench.backbones import ChannelPad, create_backbone
 from etlbench.methods import PruneContext, create_method
 from etlbench.surgery import Budget, group_importance, prune_channels, without_channel_pads
 from etlbench.tasks import create_task
-from etlbench.train import TaskModel, build_task_model
+from etlbench.train import TaskModel, build_task_model, set_train_mode
 
 SIZE = (64, 64)
-CRITERIA = ("l2", "fpgm", "lamp", "bn-scale")
+CRITERIA = ("l2", "fpgm", "lamp", "bn-scale")  # data-free: hessian is tested with data below
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +89,32 @@ def test_channel_pads_are_no_evidence() -> None:
     for i in padded:
         torch.testing.assert_close(ours[i], criterion(without_channel_pads(groups[i])))
         assert not torch.allclose(ours[i], criterion(groups[i]))
+
+
+def test_hessian_reads_the_fisher_of_every_sample_and_leaves_no_gradients(resnet: TaskModel) -> None:
+    """Group OBD through Torch-Pruning with the mean squared per-sample gradient (Torch-Pruning 1.6.1's own
+    accumulate_grad would keep only the last sample's), and the model is left without gradients."""
+    rng = np.random.default_rng(0)
+    task, source = create_task("gender"), create_backbone("timm/resnet18")
+    images, labels = rng.integers(0, 255, (6, 64, 64, 3), dtype=np.uint8), np.array([0, 1, 0, 1, 1, 0])
+    ctx = _context(resnet)
+    ctx.data, ctx.source = SimpleNamespace(images={"train": images}, targets={"train": labels}, task=task), source
+    method = create_method("hessian", samples=6)
+    ours = group_importance(resnet, method.importance(resnet, ctx), SIZE)
+    assert all(p.grad is None for p in resnet.parameters())
+
+    squares = {p: torch.zeros_like(p) for p in resnet.parameters()}
+    set_train_mode(resnet, freeze_norm_stats=True)
+    for i in range(6):
+        resnet.zero_grad(set_to_none=True)
+        task.loss(resnet(source.preprocess(torch.from_numpy(images[i : i + 1]), SIZE)),
+                  torch.from_numpy(labels[i : i + 1])).backward()
+        for p in resnet.parameters():
+            squares[p] += p.grad ** 2
+    resnet.eval()
+    for p in resnet.parameters():
+        p.grad = squares[p] / 6
+    expected = [method.criterion()(g) for g in _tp_groups(resnet)]
+    resnet.zero_grad(set_to_none=True)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b)
