@@ -73,6 +73,13 @@ METHODS: dict[str, Builtin] = {
                        "Group Optimal Brain Damage: ``w^2`` times the Hessian's diagonal, summed over a channel's "
                        "group (LeCun et al., NeurIPS 1989; Torch-Pruning's ``GroupHessianImportance``), the diagonal "
                        "estimated as the empirical Fisher of ``samples`` training images."),
+    "uniform": Builtin("etlbench.methods.controls:Uniform",
+                       "Control: every prunable layer thinned by the same fraction, keeping its first channels and "
+                       "their weights (no criterion: a uniform width multiplier applied to the transfer baseline)."),
+    "scratch": Builtin("etlbench.methods.controls:Scratch",
+                       "Control: the architecture method ``of`` produces at the budget (with its default parameters), "
+                       're-initialised (seeded) and trained with the same recovery (Liu et al., "Rethinking the Value '
+                       'of Network Pruning", ICLR 2019).'),
     "bn-scale": Builtin("etlbench.methods.group_criteria:BNScale",
                         "The scale (|gamma|) of each channel's batch norm (Liu et al., \"Network Slimming\", "
                         "ICCV 2017; Torch-Pruning's ``BNScaleImportance``)."),

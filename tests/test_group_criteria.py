@@ -14,7 +14,7 @@ from torch import nn
 
 from etlbench import measure
 from etlbench.backbones import ChannelPad, create_backbone
-from etlbench.methods import PruneContext, create_method
+from etlbench.methods import ConfigError, PruneContext, create_method
 from etlbench.surgery import Budget, group_importance, prune_channels, without_channel_pads
 from etlbench.tasks import create_task
 from etlbench.train import TaskModel, build_task_model, set_train_mode
@@ -118,3 +118,39 @@ def test_hessian_reads_the_fisher_of_every_sample_and_leaves_no_gradients(resnet
     resnet.zero_grad(set_to_none=True)
     for a, b in zip(ours, expected, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_uniform_thins_every_layer_alike_and_keeps_the_first_channels(resnet: TaskModel) -> None:
+    pruned = prune_channels(resnet, create_method("uniform").importance(resnet, _context(resnet)), 0.5, SIZE,
+                            policy="uniform")
+    before, after = dict(resnet.named_modules()), dict(pruned.named_modules())
+    convs = [n for n, m in before.items() if isinstance(m, nn.Conv2d)]
+    assert all(after[n].out_channels == before[n].out_channels // 2 for n in convs)
+    stem = convs[0]  # its input is the image: its kept filters are the first half, weights as they were
+    torch.testing.assert_close(after[stem].weight, before[stem].weight[: before[stem].out_channels // 2])
+
+
+def test_scratch_is_the_architecture_of_another_method_with_fresh_weights(resnet: TaskModel) -> None:
+    with pytest.raises(ConfigError, match="parameter of must name another registered method"):
+        create_method("scratch", of="scratch")
+    ctx = _context(resnet)
+    of = create_method("magnitude").prune(ctx, Budget(4.0)).model
+    outcomes = [create_method("scratch", of="magnitude").prune(ctx, Budget(4.0)) for _ in range(2)]
+    a, b = (o.model.state_dict() for o in outcomes)
+    assert outcomes[0].fields["architecture_of"] == "magnitude"
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in of.state_dict().items()}
+    weights = [k for k in a if k.endswith("conv1.weight")]
+    assert weights and all(torch.equal(a[k], b[k]) for k in a)  # seeded
+    assert not any(torch.equal(a[k], of.state_dict()[k]) for k in weights)  # drawn afresh
+
+
+def test_reinitialising_keeps_channel_pads_as_wiring() -> None:
+    from etlbench.methods.controls import reinitialise
+
+    model = build_task_model(create_backbone("dlib-resnet29"), create_task("gender"), np.zeros(4, np.int64))
+    pads = {n: m.weight.clone() for n, m in model.named_modules() if isinstance(m, ChannelPad)}
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and not isinstance(m, ChannelPad))
+    before = conv.weight.clone()
+    reinitialise(model, seed=0)
+    assert pads and all(torch.equal(m.weight, pads[n]) for n, m in model.named_modules() if n in pads)
+    assert not torch.equal(conv.weight, before)
