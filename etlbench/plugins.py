@@ -73,6 +73,15 @@ METHODS: dict[str, Builtin] = {
                        "Group Optimal Brain Damage: ``w^2`` times the Hessian's diagonal, summed over a channel's "
                        "group (LeCun et al., NeurIPS 1989; Torch-Pruning's ``GroupHessianImportance``), the diagonal "
                        "estimated as the empirical Fisher of ``samples`` training images."),
+    "hrank": Builtin("etlbench.methods.activation_criteria:HRank",
+                     "The average rank of a filter's feature maps over training images: low-rank maps carry little "
+                     'information (Lin, Ji, Wang, Zhang, Zhang, Tian, Shao, "HRank: Filter Pruning using High-Rank '
+                     'Feature Map", CVPR 2020).'),
+    "fisher": Builtin("etlbench.methods.activation_criteria:Fisher",
+                      "Group Fisher pruning: the loss's second-order change when a channel is masked, ``sum over "
+                      "images of (sum over space of activation x gradient)^2``, summed over a coupled group's layers "
+                      "by the shared selection (Liu, Zhang, Kuang, Zhou, Xue, Wang, Chen, Yang, Liao, Zhang, "
+                      '"Group Fisher Pruning for Practical Network Compression", ICML 2021).'),
     "uniform": Builtin("etlbench.methods.controls:Uniform",
                        "Control: every prunable layer thinned by the same fraction, keeping its first channels and "
                        "their weights (no criterion: a uniform width multiplier applied to the transfer baseline)."),

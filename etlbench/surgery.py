@@ -130,26 +130,28 @@ def plan_pruning(importance: list[torch.Tensor | None], ratio: float, policy: Li
     """Channel indices to remove per group: ``ratio`` of all scored channels, lowest importance first.
 
     ``uniform`` removes the same fraction from every group; ``global`` ranks all channels together (the
-    scores are normalised per layer) with at most ``max_layer_ratio`` of any group removed.
+    scores are normalised per layer) and removes exactly ``ratio`` of them, with at most ``max_layer_ratio`` of
+    any group; channels of equal score (e.g. HRank's integer ranks) are taken from the groups in proportion to
+    their sizes, so ties never make a budget unreachable.
     """
     empty = torch.zeros(0, dtype=torch.long)
     scored = [imp for imp in importance if imp is not None]
     if ratio <= 0 or not scored:
         return [empty for _ in importance]
-    threshold = None
-    if policy == "global":
+    if policy == "global":  # exactly the k lowest of all channels, ties spread over the groups by their sizes
         flat = torch.cat(scored)
-        k = int(ratio * len(flat))
-        threshold = torch.kthvalue(flat, k).values if k > 0 else flat.min() - 1
+        owner = torch.cat([torch.full((len(imp),), i) for i, imp in enumerate(scored)])
+        by_place = torch.argsort(torch.cat([torch.arange(len(imp)) / len(imp) for imp in scored]), stable=True)
+        lowest = by_place[torch.argsort(flat[by_place], stable=True)][: int(ratio * len(flat))]
+        counts = iter(torch.bincount(owner[lowest], minlength=len(scored)).tolist())
     plan = []
     for imp in importance:
         if imp is None:
             plan.append(empty)
             continue
         cap = min(int(max_layer_ratio * len(imp)), len(imp) - 1)
-        order = torch.argsort(imp, stable=True)
-        n = int(ratio * len(imp)) if threshold is None else int((imp <= threshold).sum())
-        plan.append(order[: min(n, cap)])
+        n = int(ratio * len(imp)) if policy == "uniform" else next(counts)
+        plan.append(torch.argsort(imp, stable=True)[: min(n, cap)])
     return plan
 
 

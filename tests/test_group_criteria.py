@@ -154,3 +154,12 @@ def test_reinitialising_keeps_channel_pads_as_wiring() -> None:
     reinitialise(model, seed=0)
     assert pads and all(torch.equal(m.weight, pads[n]) for n, m in model.named_modules() if n in pads)
     assert not torch.equal(conv.weight, before)
+
+
+def test_global_selection_removes_exactly_the_ratio_and_spreads_ties() -> None:
+    from etlbench.surgery import plan_pruning
+
+    plan = plan_pruning([torch.ones(10), None, torch.ones(6)], 0.5, "global", 0.95)
+    assert [len(p) for p in plan] == [5, 0, 3]  # 8 of 16 tied channels, in proportion to the groups' sizes
+    plan = plan_pruning([torch.tensor([3.0, 1.0, 2.0]), torch.tensor([0.5, 4.0])], 0.4, "global", 0.95)
+    assert [p.tolist() for p in plan] == [[1], [0]]  # the 2 lowest of 5: 0.5, then 1.0
