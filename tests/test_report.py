@@ -320,3 +320,14 @@ def test_each_method_keeps_its_style_whatever_else_is_drawn() -> None:
     assert all(few[m] == many[m] for m in few)
     builtins = {many[m] for m in METHODS}
     assert len(builtins) == len(METHODS) >= 8  # no two built-ins share a colour and a marker
+
+
+def test_a_crowded_figure_shows_etl_the_controls_and_the_best_three_in_colour() -> None:
+    from etlbench.report.figures import highlighted
+
+    retention = {"etl": 0.5, "random": 0.4, "uniform": 0.45, "scratch": 0.3, "a": 0.9, "b": 0.2, "c": 0.8,
+                 "d": 0.7, "e": 0.1, "f": 0.6}
+    summary = pd.DataFrame([{"method": m, "retention": r + d} for m, r in retention.items() for d in (0.0, 0.02)])
+    assert highlighted(summary) == {"etl", "random", "uniform", "scratch", "a", "c", "d"}
+    few = summary[summary["method"].isin(["a", "b", "etl"])]
+    assert highlighted(few) == {"a", "b", "etl"}

@@ -57,13 +57,34 @@ def _metric_label(name: str, higher_is_better: bool) -> str:
     return f"{_METRIC_LABELS.get(name, name)} ({'higher' if higher_is_better else 'lower'} is better)"
 
 
+#: Drawn in colour whatever their rank, where a task's figure would hold too many methods to read.
+ALWAYS_SHOWN = ("etl", "random", "uniform", "scratch")
+BEST_SHOWN = 3  # and the best this many others, by mean retention over the task's targets
+
+
+def highlighted(summary: pd.DataFrame) -> set[str]:
+    """The methods one task's figure draws in colour: all where there are at most seven, else
+    :data:`ALWAYS_SHOWN` (the paper's method and the controls) and the :data:`BEST_SHOWN` best others."""
+    methods = set(summary["method"])
+    if len(methods) <= len(ALWAYS_SHOWN) + BEST_SHOWN:
+        return methods
+    ranked = summary[~summary["method"].isin(ALWAYS_SHOWN)].groupby("method")["retention"].mean()
+    return (methods & set(ALWAYS_SHOWN)) | set(ranked.sort_values(ascending=False).index[:BEST_SHOWN])
+
+
 def draw_tradeoff(ax: plt.Axes, summary: pd.DataFrame, trials: pd.DataFrame, cost: str,
                   styles: dict[str, tuple]) -> None:
-    """One task's metric against one cost on ``ax``: a line per method over its targets with a 95% band."""
+    """One task's metric against one cost on ``ax``: a line per method over its targets with a 95% band; with
+    many methods the others than :func:`highlighted` are thin grey lines under one legend entry."""
     column = COSTS[cost]
+    shown, other_label = highlighted(summary), "other methods"
     for method, rows in summary.dropna(subset=["metric"]).groupby("method"):
-        colour, marker = styles[method]
         line = rows[rows["target"] != "auto"].sort_values(column)
+        if method not in shown:
+            ax.plot(line[column], line["metric"], color="0.75", lw=0.8, label=other_label, zorder=1)
+            other_label = "_nolegend_"
+            continue
+        colour, marker = styles[method]
         ax.plot(line[column], line["metric"], color=colour, marker=marker, label=method, lw=1.4, ms=5)
         if line["metric_ci95"].notna().any():
             ci = line["metric_ci95"].fillna(0)
