@@ -51,6 +51,18 @@ METHODS: dict[str, Builtin] = {
     "etl": Builtin("etlbench.methods.etl:ETL",
                    "Cross-task-aware filter selection from linear probes of the frozen source network (John et al., "
                    "VISAPP 2022)."),
+    "etl-cut-uniform": Builtin("etlbench.methods.etl:ETLCutUniform",
+                               "ETL ablation: ETL's depth rule (probes of the frozen source), then criterion-free "
+                               "uniform width to the budget (each layer keeps its first channels): what the cut alone "
+                               "is worth."),
+    "etl-cut-taylor": Builtin("etlbench.methods.etl:ETLCutTaylor",
+                              "ETL ablation: ETL's depth rule, then Taylor's criterion (head fitted as the probe of "
+                              "the truncated trunk) instead of the probes' coefficients: whether ETL's filter scores "
+                              "beat a strong criterion after the same cut."),
+    "etl-transfer": Builtin("etlbench.methods.etl:ETLOnTransfer",
+                            "ETL ablation: ETL's probes, cut and filter scores read from the transfer-learned trunk "
+                            "instead of the frozen source (and the pruned model cut from it): whether probing before "
+                            "transfer learning loses anything."),
     "magnitude": Builtin("etlbench.methods.baselines:Magnitude",
                          'L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017).'),
     "taylor": Builtin("etlbench.methods.baselines:Taylor",

@@ -10,11 +10,12 @@ learning is needed before pruning.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -24,8 +25,10 @@ from etlbench import measure
 from etlbench.backbones import ChannelPad, SourceNetwork
 from etlbench.measure import eval_mode
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
-from etlbench.probe import PROBE_TOL, fit_probe, probe_outputs, probe_strength
-from etlbench.surgery import Budget, PruneOutcome, prune_channels, prune_to_budget
+from etlbench.methods.baselines import Taylor
+from etlbench.methods.controls import Uniform
+from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, probe_outputs, probe_strength, trunk_features
+from etlbench.surgery import Budget, PruneOutcome, Scorer, prune_channels, prune_to_budget
 from etlbench.tasks import Task
 from etlbench.train import TaskModel, build_task_model, iterate_batches
 
@@ -100,6 +103,10 @@ class ETL(PruningMethod):
 
     starts_from = "source"
     chooses_operating_point = True  # compression auto: the epsilon rule also picks the filter fraction
+    #: What the probes read (the frozen ``source``, or the ``transfer``-learned trunk) and what scores the filters
+    #: after the cut (the ``probe``'s coefficients, ``uniform`` width, or ``taylor``): the ablations change these.
+    probe_of: ClassVar[Literal["source", "transfer"]] = "source"
+    width: ClassVar[Literal["probe", "uniform", "taylor"]] = "probe"
 
     def __init__(self, probe_samples: int = 2000, epsilon: float = 0.01,
                  descriptor: Literal["mean", "max"] = "mean", holdout: float = 0.2,
@@ -118,7 +125,7 @@ class ETL(PruningMethod):
         if ctx.cache_dir is None:
             return None
         key = ctx.cache_key("etl-probes", probe_samples=self.probe_samples, descriptor=self.descriptor,
-                            holdout=self.holdout)
+                            holdout=self.holdout, probe_of=self.probe_of)
         return Path(ctx.cache_dir) / f"etl-probes-{key}.npz"
 
     def _probe_subset(self, ctx: PruneContext) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +149,9 @@ class ETL(PruningMethod):
         start = time.perf_counter()
         task = ctx.data.task
         images, y = self._probe_subset(ctx)
-        cuts = [p.name for p in ctx.source.cut_points()]
-        cut_x, conv_x = _descriptors(ctx.source, images, ctx.size, cuts, self.descriptor)
+        network = self.network(ctx)
+        cuts = [p.name for p in network.cut_points()]
+        cut_x, conv_x = _descriptors(network, images, ctx.size, cuts, self.descriptor)
         n_fit = round(len(y) * (1 - self.holdout))
         strength = probe_strength(fit_probe(task, cut_x[cuts[-1]][:n_fit], y[:n_fit], ctx.seed, tol=PROBE_TOL))
         scores = {c: _probe_score(task, cut_x[c][:n_fit], y[:n_fit], cut_x[c][n_fit:], y[n_fit:], ctx.seed,
@@ -172,9 +180,17 @@ class ETL(PruningMethod):
     def _within(self, score: float, best: float, higher_is_better: bool) -> bool:
         return score >= best * (1 - self.epsilon) if higher_is_better else score <= best * (1 + self.epsilon)
 
-    @staticmethod
-    def _truncated(ctx: PruneContext, cut: str) -> TaskModel:
-        return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
+    def network(self, ctx: PruneContext) -> SourceNetwork:
+        """What the probes read and the pruned model is cut from: the frozen source network, or (``probe_of``
+        ``transfer``) a copy of it with the transfer-learned trunk's weights."""
+        if self.probe_of == "source":
+            return ctx.source
+        network = copy.deepcopy(ctx.source)
+        network.blocks.load_state_dict(ctx.transfer_model().trunk.state_dict())
+        return network
+
+    def _truncated(self, ctx: PruneContext, cut: str) -> TaskModel:
+        return build_task_model(self.network(ctx), ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
 
     # ---- 3. filter importance and 4. selection ------------------------------------------------------
     def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
@@ -189,9 +205,24 @@ class ETL(PruningMethod):
             outcome = self._budget_free(ctx, report, cut)
         else:
             model, cut = self._deep_enough(ctx, report, cut, budget)
-            outcome = prune_to_budget(model, report.channel_scores, budget, ctx.baseline_size(budget.of), ctx.size,
-                                      policy=self.policy, max_layer_ratio=self.max_layer_ratio)
+            outcome = prune_to_budget(model, self._width_scores(ctx, report, model), budget,
+                                      ctx.baseline_size(budget.of), ctx.size,
+                                      policy="uniform" if self.width == "uniform" else self.policy,
+                                      max_layer_ratio=self.max_layer_ratio)
         return replace(outcome, fields={**fields, "cut_layer": cut, **outcome.fields})
+
+    def _width_scores(self, ctx: PruneContext, report: ProbeReport, model: TaskModel) -> Scorer:
+        """What scores the filters left after the cut: the probes (ETL), or for an ablation the first channels
+        (uniform width) or Taylor's criterion with the head fitted as the probe of the truncated trunk."""
+        if self.width == "uniform":
+            return Uniform().channel_scores
+        if self.width == "taylor":
+            images, y = self._probe_subset(ctx)
+            features = trunk_features(model.trunk, images, ctx.source.preprocess, ctx.size)
+            head_from_probe(model.head, fit_probe(ctx.data.task, features, y, ctx.seed, report.strength, PROBE_TOL),
+                            ctx.data.task)
+            return Taylor().importance(model, ctx)
+        return report.channel_scores
 
     def _deep_enough(self, ctx: PruneContext, report: ProbeReport, cut: str, budget: Budget) -> tuple[TaskModel, str]:
         """The model truncated at ``cut``, or deeper where the cut alone already undershoots the budget."""
@@ -209,7 +240,7 @@ class ETL(PruningMethod):
         ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
         task = ctx.data.task
         images, y = self._probe_subset(ctx)
-        cut_x, _ = _descriptors(ctx.source, images, ctx.size, [cut], self.descriptor, with_convs=False)
+        cut_x, _ = _descriptors(self.network(ctx), images, ctx.size, [cut], self.descriptor, with_convs=False)
         x = cut_x[cut]
         n_fit = round(len(y) * (1 - self.holdout))
         order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, report.strength))
@@ -225,3 +256,29 @@ class ETL(PruningMethod):
                                 policy="uniform", max_layer_ratio=self.max_layer_ratio)
         return PruneOutcome(pruned, "ok", "", measure.count_params(pruned), measure.count_macs(pruned, ctx.size),
                             fields={"kept_fraction": keep})
+
+
+class ETLCutUniform(ETL):
+    """ETL ablation: ETL's depth rule (probes of the frozen source), then criterion-free uniform width to the budget
+    (each layer keeps its first channels): what the cut alone is worth."""
+
+    name = "etl-cut-uniform"
+    width = "uniform"
+    chooses_operating_point = False
+
+
+class ETLCutTaylor(ETL):
+    """ETL ablation: ETL's depth rule, then Taylor's criterion (head fitted as the probe of the truncated trunk)
+    instead of the probes' coefficients: whether ETL's filter scores beat a strong criterion after the same cut."""
+
+    name = "etl-cut-taylor"
+    width = "taylor"
+    chooses_operating_point = False
+
+
+class ETLOnTransfer(ETL):
+    """ETL ablation: ETL's probes, cut and filter scores read from the transfer-learned trunk instead of the frozen
+    source (and the pruned model cut from it): whether probing before transfer learning loses anything."""
+
+    name = "etl-transfer"
+    probe_of = "transfer"
