@@ -63,9 +63,7 @@ class _FeatureMapCriterion(PruningMethod):
 
     def __init__(self, batches: int = 4, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
-        if batches < 1:
-            raise self.error("batches", f"must be at least 1, got {batches}")
-        self.batches = batches
+        self.batches = self.at_least_one("batches", batches)
 
     def read(self, name: str, output: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError

@@ -82,6 +82,12 @@ class PruningMethod:
         self.policy = policy
         self.max_layer_ratio = max_layer_ratio
 
+    def at_least_one(self, key: str, value: int) -> int:
+        """``value`` of the count parameter ``key`` (batches, samples), which must be at least 1."""
+        if value < 1:
+            raise self.error(key, f"must be at least 1, got {value}")
+        return value
+
     def error(self, key: str, message: str) -> ConfigError:
         """A :class:`ConfigError` that names this method and the parameter ``key``."""
         return ConfigError(f"method {self.name!r}: parameter {key} {message}", key=key)

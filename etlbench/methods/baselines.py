@@ -30,9 +30,7 @@ class Taylor(PruningMethod):
 
     def __init__(self, batches: int = 16, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
-        if batches < 1:
-            raise self.error("batches", f"must be at least 1, got {batches}")
-        self.batches = batches
+        self.batches = self.at_least_one("batches", batches)
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
         data, rng = ctx.data, torch.Generator().manual_seed(ctx.seed)

@@ -149,9 +149,8 @@ class ETL(PruningMethod):
         start = time.perf_counter()
         task = ctx.data.task
         images, y = self._probe_subset(ctx)
-        network = self.network(ctx)
-        cuts = [p.name for p in network.cut_points()]
-        cut_x, conv_x = _descriptors(network, images, ctx.size, cuts, self.descriptor)
+        cuts = [p.name for p in ctx.source.cut_points()]
+        cut_x, conv_x = _descriptors(ctx.source, images, ctx.size, cuts, self.descriptor)
         n_fit = round(len(y) * (1 - self.holdout))
         strength = probe_strength(fit_probe(task, cut_x[cuts[-1]][:n_fit], y[:n_fit], ctx.seed, tol=PROBE_TOL))
         scores = {c: _probe_score(task, cut_x[c][:n_fit], y[:n_fit], cut_x[c][n_fit:], y[n_fit:], ctx.seed,
@@ -169,7 +168,7 @@ class ETL(PruningMethod):
 
     def shared_stage(self, ctx: PruneContext) -> None:
         """Probe once per setting (cached) before the trials that read the probes."""
-        self.probe(ctx)
+        self.probe(self.probed(ctx))
 
     # ---- 2. depth -----------------------------------------------------------------------------------
     def epsilon_cut(self, report: ProbeReport, higher_is_better: bool) -> str:
@@ -180,22 +179,24 @@ class ETL(PruningMethod):
     def _within(self, score: float, best: float, higher_is_better: bool) -> bool:
         return score >= best * (1 - self.epsilon) if higher_is_better else score <= best * (1 + self.epsilon)
 
-    def network(self, ctx: PruneContext) -> SourceNetwork:
-        """What the probes read and the pruned model is cut from: the frozen source network, or (``probe_of``
-        ``transfer``) a copy of it with the transfer-learned trunk's weights."""
+    def probed(self, ctx: PruneContext) -> PruneContext:
+        """``ctx`` with the network the probes read and the pruned model is cut from as its source: the frozen
+        source network, or (``probe_of`` ``transfer``) a copy of it with the transfer-learned trunk's weights."""
         if self.probe_of == "source":
-            return ctx.source
+            return ctx
         network = copy.deepcopy(ctx.source)
         network.blocks.load_state_dict(ctx.transfer_model().trunk.state_dict())
-        return network
+        return replace(ctx, source=network)
 
-    def _truncated(self, ctx: PruneContext, cut: str) -> TaskModel:
-        return build_task_model(self.network(ctx), ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
+    @staticmethod
+    def _truncated(ctx: PruneContext, cut: str) -> TaskModel:
+        return build_task_model(ctx.source, ctx.data.task, ctx.data.targets["train"], cut=cut, seed=ctx.seed)
 
     # ---- 3. filter importance and 4. selection ------------------------------------------------------
     def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
         """Probe (or read the probes), cut at the epsilon rule, score filters by the probes' coefficients and
         select them to the budget; without a budget the epsilon rule also picks the filters (budget-free)."""
+        ctx = self.probed(ctx)
         report = self.probe(ctx)
         higher = ctx.data.task.higher_is_better
         cut = self.epsilon_cut(report, higher)
@@ -240,7 +241,7 @@ class ETL(PruningMethod):
         ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
         task = ctx.data.task
         images, y = self._probe_subset(ctx)
-        cut_x, _ = _descriptors(self.network(ctx), images, ctx.size, [cut], self.descriptor, with_convs=False)
+        cut_x, _ = _descriptors(ctx.source, images, ctx.size, [cut], self.descriptor, with_convs=False)
         x = cut_x[cut]
         n_fit = round(len(y) * (1 - self.holdout))
         order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, report.strength))

@@ -123,9 +123,7 @@ class Hessian(GroupCriterion):
 
     def __init__(self, samples: int = 64, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
-        if samples < 1:
-            raise self.error("samples", f"must be at least 1, got {samples}")
-        self.samples = samples
+        self.samples = self.at_least_one("samples", samples)
 
     def criterion(self) -> tp.importance.Importance:
         return tp.importance.GroupHessianImportance(group_reduction="mean", normalizer="mean")
