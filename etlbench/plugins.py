@@ -47,22 +47,11 @@ TASKS: dict[str, Builtin] = {
                       "accuracy (higher is better); labels 'gender'; default dataset utkface"),
 }
 
+#: Append-only: a method's place here is its colour and marker in every figure (report.figures.method_style).
 METHODS: dict[str, Builtin] = {
     "etl": Builtin("etlbench.methods.etl:ETL",
                    "Cross-task-aware filter selection from linear probes of the frozen source network (John et al., "
                    "VISAPP 2022)."),
-    "etl-cut-uniform": Builtin("etlbench.methods.etl:ETLCutUniform",
-                               "ETL ablation: ETL's depth rule (probes of the frozen source), then criterion-free "
-                               "uniform width to the budget (each layer keeps its first channels): what the cut alone "
-                               "is worth."),
-    "etl-cut-taylor": Builtin("etlbench.methods.etl:ETLCutTaylor",
-                              "ETL ablation: ETL's depth rule, then Taylor's criterion (head fitted as the probe of "
-                              "the truncated trunk) instead of the probes' coefficients: whether ETL's filter scores "
-                              "beat a strong criterion after the same cut."),
-    "etl-transfer": Builtin("etlbench.methods.etl:ETLOnTransfer",
-                            "ETL ablation: ETL's probes, cut and filter scores read from the transfer-learned trunk "
-                            "instead of the frozen source (and the pruned model cut from it): whether probing before "
-                            "transfer learning loses anything."),
     "magnitude": Builtin("etlbench.methods.baselines:Magnitude",
                          'L1 norm of each filter (Li et al., "Pruning Filters for Efficient ConvNets", ICLR 2017).'),
     "taylor": Builtin("etlbench.methods.baselines:Taylor",
@@ -85,15 +74,6 @@ METHODS: dict[str, Builtin] = {
                        "Group Optimal Brain Damage: ``w^2`` times the Hessian's diagonal, summed over a channel's "
                        "group (LeCun et al., NeurIPS 1989; Torch-Pruning's ``GroupHessianImportance``), the diagonal "
                        "estimated as the empirical Fisher of ``samples`` training images."),
-    "hrank": Builtin("etlbench.methods.activation_criteria:HRank",
-                     "The average rank of a filter's feature maps over training images: low-rank maps carry little "
-                     'information (Lin, Ji, Wang, Zhang, Zhang, Tian, Shao, "HRank: Filter Pruning using High-Rank '
-                     'Feature Map", CVPR 2020).'),
-    "fisher": Builtin("etlbench.methods.activation_criteria:Fisher",
-                      "Group Fisher pruning: the loss's second-order change when a channel is masked, ``sum over "
-                      "images of (sum over space of activation x gradient)^2``, summed over a coupled group's layers "
-                      "by the shared selection (Liu, Zhang, Kuang, Zhou, Xue, Wang, Chen, Yang, Liao, Zhang, "
-                      '"Group Fisher Pruning for Practical Network Compression", ICML 2021).'),
     "uniform": Builtin("etlbench.methods.controls:Uniform",
                        "Control: every prunable layer thinned by the same fraction, keeping its first channels and "
                        "their weights (no criterion: a uniform width multiplier applied to the transfer baseline)."),
@@ -104,6 +84,18 @@ METHODS: dict[str, Builtin] = {
     "bn-scale": Builtin("etlbench.methods.group_criteria:BNScale",
                         "The scale (|gamma|) of each channel's batch norm (Liu et al., \"Network Slimming\", "
                         "ICCV 2017; Torch-Pruning's ``BNScaleImportance``)."),
+    "etl-cut-uniform": Builtin("etlbench.methods.etl:ETLCutUniform",
+                               "ETL ablation: ETL's depth rule (probes of the frozen source), then criterion-free "
+                               "uniform width to the budget (each layer keeps its first channels): what the cut alone "
+                               "is worth."),
+    "etl-cut-taylor": Builtin("etlbench.methods.etl:ETLCutTaylor",
+                              "ETL ablation: ETL's depth rule, then Taylor's criterion (head fitted as the probe of "
+                              "the truncated trunk) instead of the probes' coefficients: whether ETL's filter scores "
+                              "beat a strong criterion after the same cut."),
+    "etl-transfer": Builtin("etlbench.methods.etl:ETLOnTransfer",
+                            "ETL ablation: ETL's probes, cut and filter scores read from the transfer-learned trunk "
+                            "instead of the frozen source (and the pruned model cut from it): whether probing before "
+                            "transfer learning loses anything."),
 }
 
 SYNTHETIC = "synthetic"

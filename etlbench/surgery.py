@@ -131,14 +131,14 @@ def plan_pruning(importance: list[torch.Tensor | None], ratio: float, policy: Li
 
     ``uniform`` removes the same fraction from every group; ``global`` ranks all channels together (the
     scores are normalised per layer) and removes exactly ``ratio`` of them, with at most ``max_layer_ratio`` of
-    any group; channels of equal score (e.g. HRank's integer ranks) are taken from the groups in proportion to
-    their sizes, so ties never make a budget unreachable.
+    any group; among channels of equal score those earlier in their group, relative to its size, go first (whole
+    groups that tie give channels in proportion to their sizes), so ties never make a budget unreachable.
     """
     empty = torch.zeros(0, dtype=torch.long)
     scored = [imp for imp in importance if imp is not None]
     if ratio <= 0 or not scored:
         return [empty for _ in importance]
-    if policy == "global":  # exactly the k lowest of all channels, ties spread over the groups by their sizes
+    if policy == "global":  # exactly the k lowest of all channels; ties by each channel's relative place
         flat = torch.cat(scored)
         owner = torch.cat([torch.full((len(imp),), i) for i, imp in enumerate(scored)])
         by_place = torch.argsort(torch.cat([torch.arange(len(imp)) / len(imp) for imp in scored]), stable=True)

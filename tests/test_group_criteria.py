@@ -133,6 +133,8 @@ def test_uniform_thins_every_layer_alike_and_keeps_the_first_channels(resnet: Ta
 def test_scratch_is_the_architecture_of_another_method_with_fresh_weights(resnet: TaskModel) -> None:
     with pytest.raises(ConfigError, match="parameter of must name another registered method"):
         create_method("scratch", of="scratch")
+    assert create_method("scratch", of="etl").starts_from == "source"  # its start's cost is the architect's
+    assert create_method("scratch").starts_from == create_method("etl-transfer").starts_from == "transfer"
     ctx = _context(resnet)
     of = create_method("magnitude").prune(ctx, Budget(4.0)).model
     outcomes = [create_method("scratch", of="magnitude").prune(ctx, Budget(4.0)) for _ in range(2)]
@@ -163,3 +165,13 @@ def test_global_selection_removes_exactly_the_ratio_and_spreads_ties() -> None:
     assert [len(p) for p in plan] == [5, 0, 3]  # 8 of 16 tied channels, in proportion to the groups' sizes
     plan = plan_pruning([torch.tensor([3.0, 1.0, 2.0]), torch.tensor([0.5, 4.0])], 0.4, "global", 0.95)
     assert [p.tolist() for p in plan] == [[1], [0]]  # the 2 lowest of 5: 0.5, then 1.0
+
+
+def test_every_built_in_method_takes_the_parameters_its_trials_fill_in() -> None:
+    """A trial fills in every parameter at its default (full_parameters): each built-in must accept exactly those."""
+    from etlbench.methods import full_parameters
+    from etlbench.plugins import METHODS
+
+    for name in METHODS:
+        assert create_method(name, **full_parameters(name, {})).name == name
+    assert "policy" not in full_parameters("uniform", {}) and set(full_parameters("scratch", {})) == {"of"}

@@ -320,6 +320,8 @@ def test_each_method_keeps_its_style_whatever_else_is_drawn() -> None:
     assert all(few[m] == many[m] for m in few)
     builtins = {many[m] for m in METHODS}
     assert len(builtins) == len(METHODS) >= 8  # no two built-ins share a colour and a marker
+    plugins = method_styles([f"plugin{i}" for i in range(300)])
+    assert not builtins & set(plugins.values())  # nor does a plugin share one with a built-in
 
 
 def test_a_crowded_figure_shows_etl_the_controls_and_the_best_three_in_colour() -> None:

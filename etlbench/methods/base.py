@@ -122,14 +122,18 @@ class PruningMethod:
 
 
 def method_parameters(cls: type[PruningMethod]) -> dict[str, inspect.Parameter]:
-    """The keyword parameters a method takes (its own and its bases'), with their type hints as annotations."""
+    """The keyword parameters a method takes, with their type hints as annotations: those of the ``__init__`` it
+    runs, and of its bases' only where that ``__init__`` passes ``**kwargs`` on (a subclass may take fewer)."""
     params: dict[str, inspect.Parameter] = {}
-    for klass in reversed(cls.__mro__):
+    for klass in cls.__mro__:
         if "__init__" in vars(klass) and issubclass(klass, PruningMethod):
             hints = typing.get_type_hints(klass.__init__)
-            for p in list(inspect.signature(klass.__init__).parameters.values())[1:]:
-                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            signature = list(inspect.signature(klass.__init__).parameters.values())[1:]
+            for p in signature:
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in params:
                     params[p.name] = p.replace(annotation=hints.get(p.name, p.annotation))
+            if not any(p.kind == p.VAR_KEYWORD for p in signature):
+                break
     return params
 
 

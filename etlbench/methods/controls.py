@@ -41,6 +41,7 @@ class Scratch(PruningMethod):
         if of == self.name or of not in METHODS:
             raise self.error("of", f"must name another registered method, got {of!r}")
         self.of = of
+        self.starts_from = METHODS.get(of).starts_from  # its start's cost is this trial's too
 
     def shared_stage(self, ctx: PruneContext) -> None:
         create_method(self.of).shared_stage(ctx)  # e.g. ETL's probes, cached under ETL's own key
@@ -56,7 +57,7 @@ class Scratch(PruningMethod):
 def reinitialise(model: nn.Module, seed: int) -> None:
     """Every layer's parameters drawn afresh by its own initialiser (seeded), norms reset; ChannelPads keep their
     fixed weights (they are wiring, not learned)."""
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # the layers' own initialisers draw from the global generator
     for module in model.modules():
         if isinstance(module, ChannelPad):
             continue

@@ -283,3 +283,4 @@ class ETLOnTransfer(ETL):
 
     name = "etl-transfer"
     probe_of = "transfer"
+    starts_from = "transfer"  # it reads the transfer baseline: its cost counts

@@ -2,7 +2,8 @@
 
 Each scores a coupled channel group as Torch-Pruning does (every layer whose channels the group removes, input
 sides included; ChannelPads left out, :func:`etlbench.surgery.without_channel_pads`) and normalises the group's
-scores by their mean, so that the shared selection can rank channels of all groups together. The rows record
+scores (by their mean; LAMP by its own rule), so that the shared selection can rank channels of all groups
+together. Where Torch-Pruning's criterion differs from its paper, the docstring says so. The rows record
 Torch-Pruning's version (``criterion_library``).
 """
 
@@ -36,7 +37,8 @@ class GroupCriterion(PruningMethod):
 
 class GroupL2(GroupCriterion):
     """Group L2 norm of every weight a channel owns across its coupled layers (Torch-Pruning's
-    ``GroupMagnitudeImportance``; Fang et al., "DepGraph", CVPR 2023; after Li et al., ICLR 2017)."""
+    ``GroupMagnitudeImportance``; Fang et al., "DepGraph", CVPR 2023; after Li et al., ICLR 2017). As Torch-Pruning
+    computes it: each layer's squared L2 norm (batch-norm scales included), averaged over the group's layers."""
 
     name = "l2"
 
@@ -46,7 +48,8 @@ class GroupL2(GroupCriterion):
 
 class FPGM(GroupCriterion):
     """Filter pruning via the geometric median: filters closest to the others are redundant (He et al., CVPR
-    2019; Torch-Pruning's ``FPGMImportance``)."""
+    2019; Torch-Pruning's ``FPGMImportance``). Torch-Pruning's variant: distances between the filters' element-wise
+    ``|w|^2`` vectors (not the raw filters of the paper), averaged with the consuming layers' input slices."""
 
     name = "fpgm"
 
@@ -102,15 +105,17 @@ def empirical_fisher(model: TaskModel, ctx: PruneContext, samples: int) -> dict[
     params = [p for p in model.parameters() if p.requires_grad]
     total = {p: torch.zeros_like(p) for p in params}
     set_train_mode(model, freeze_norm_stats=True)
-    for i in order:
+    try:
+        for i in order:
+            model.zero_grad(set_to_none=True)
+            x = ctx.source.preprocess(torch.from_numpy(x_train[i : i + 1]), ctx.size)
+            data.task.loss(model(x), torch.from_numpy(y_train[i : i + 1])).backward()
+            for p in params:
+                if p.grad is not None:
+                    total[p] += p.grad.detach() ** 2
+    finally:
         model.zero_grad(set_to_none=True)
-        x = ctx.source.preprocess(torch.from_numpy(x_train[i : i + 1]), ctx.size)
-        data.task.loss(model(x), torch.from_numpy(y_train[i : i + 1])).backward()
-        for p in params:
-            if p.grad is not None:
-                total[p] += p.grad.detach() ** 2
-    model.zero_grad(set_to_none=True)
-    model.eval()
+        model.eval()
     return {p: t / len(order) for p, t in total.items()}
 
 

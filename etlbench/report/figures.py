@@ -43,7 +43,8 @@ def method_style(method: str) -> tuple[tuple[float, float, float], str]:
     in :mod:`etlbench.plugins`, another's by a hash of its name, so that adding a method changes no other's style.
     Ten colours (seaborn's colour-blind palette) and ten markers: the first hundred places are all different."""
     builtins = list(plugins.METHODS)
-    place = builtins.index(method) if method in builtins else len(builtins) + zlib.crc32(method.encode()) % 89
+    place = (builtins.index(method) if method in builtins else
+             len(builtins) + zlib.crc32(method.encode()) % (100 - len(builtins)))
     palette = sns.color_palette("colorblind", 10)
     return palette[place % 10], _MARKERS[(place + place // 10) % len(_MARKERS)]
 
