@@ -23,6 +23,7 @@ Rule = tuple[Callable[[Any], bool], str]
 POSITIVE: Rule = (lambda v: v > 0, "greater than 0")
 AT_LEAST_1: Rule = (lambda v: v >= 1, "at least 1")
 NON_NEGATIVE: Rule = (lambda v: v >= 0, "at least 0")
+INPUT_SIZE: Rule = (lambda v: v >= 16, "at least 16 (px)")  # the smallest input (and image) side
 
 
 def fits(value: Any, hint: Any) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
@@ -25,7 +24,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from etlbench.checks import check_compression
+from etlbench.checks import AT_LEAST_1, INPUT_SIZE, NON_NEGATIVE, Rule, check_compression, check_value, describe
 from etlbench.errors import ConfigError, EtlbenchError, RunInterrupted
 from etlbench.paths import data_root
 
@@ -39,17 +38,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"etlbench: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _number(kind: type, minimum: float) -> Callable[[str], Any]:
-    """An option's type: an integer or a finite float of at least ``minimum``."""
+def _number(kind: type, rule: Rule) -> Callable[[str], Any]:
+    """An option's type: text read as ``kind`` (int or float) and checked by ``rule``, as a spec's values are."""
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
-                                             f"got {text!r}") from None
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number of at least {minimum:g}, "
-                                             f"got {text}")
+            raise argparse.ArgumentTypeError(f"expected {describe(kind)}, got {text!r}") from None
+        try:
+            check_value("value", value, kind, rule)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value: ")) from None
         return value
 
     return parse
@@ -66,7 +65,8 @@ def _compression(text: str) -> float | None:
         raise argparse.ArgumentTypeError(f"{err} (a ratio baseline/pruned)") from None
 
 
-COUNT = _number(int, 1)  # threads, workers, samples, epochs, steps, batch sizes
+COUNT = _number(int, AT_LEAST_1)  # threads, workers, samples, epochs, steps, batch sizes
+PIXELS = _number(int, INPUT_SIZE)
 
 
 def _list(args: argparse.Namespace) -> dict[str, Any]:
@@ -265,14 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="registered dataset or a canonical .npz path (default: the task's own, "
                                      "or synthetic without a data root)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
-    p.add_argument("--input-size", type=_number(int, 16), help="square input size in px (default: the backbone's)")
+    p.add_argument("--input-size", type=PIXELS, help="square input size in px (default: the backbone's)")
     p.add_argument("--samples", type=COUNT, help="the budget in samples seen (default: the transfer recipe's)")
     p.add_argument("--epochs", type=COUNT, help="the budget in epochs instead")
     p.add_argument("--batch-size", type=COUNT)
-    p.add_argument("--lr", type=_number(float, 0),
+    p.add_argument("--lr", type=_number(float, NON_NEGATIVE),
                    help="the head's learning rate (the trunk's is scaled by trunk_lr_scale)")
     p.add_argument("--max-train", type=COUNT, help="use a seeded random subset of the train split")
-    p.add_argument("--seed", type=_number(int, 0), default=0)
+    p.add_argument("--seed", type=_number(int, NON_NEGATIVE), default=0)
     p.add_argument("--threads", type=COUNT, default=1,
                    help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline id)")
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
@@ -286,12 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="target parameter compression (baseline/pruned), e.g. 4; 'auto' lets etl pick its own")
     p.add_argument("--budget-of", choices=["params", "macs"], default="params",
                    help="what the compression ratio counts (default: parameters)")
-    p.add_argument("--seed", type=_number(int, 0), default=0)
+    p.add_argument("--seed", type=_number(int, NON_NEGATIVE), default=0)
     p.add_argument("--backbone", help="default: dlib-resnet29")
     p.add_argument("--backbone-weights", help="a local weights file (relative: under $ETLBENCH_MODELS)")
     p.add_argument("--dataset")
     p.add_argument("--data-root")
-    p.add_argument("--input-size", type=_number(int, 16))
+    p.add_argument("--input-size", type=PIXELS)
     p.add_argument("--max-train", type=COUNT)
     p.add_argument("--transfer-samples", type=COUNT,
                    help="samples seen by the transfer baseline (trained once, then cached; default: its recipe's)")

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, check_backbone, weights_path
-from etlbench.checks import AT_LEAST_1, NON_NEGATIVE, Rule, check_compression, check_value
+from etlbench.checks import AT_LEAST_1, INPUT_SIZE, NON_NEGATIVE, Rule, check_compression, check_value
 from etlbench.data import dataset_for_task
 from etlbench.errors import ConfigError, SpecError
 from etlbench.measure import MeasureConfig
@@ -180,7 +180,7 @@ def _compressions(raw: Any, methods: dict[str, dict[str, Any]], source: str) -> 
 
 #: The ranges of the spec's top-level values (their types come from :class:`ExperimentSpec`'s hints).
 _SCALAR_RULES: dict[str, Rule] = {"seeds": NON_NEGATIVE, "threads": AT_LEAST_1, "gpus": NON_NEGATIVE,
-                                  "max_train": AT_LEAST_1, "input_size": (lambda v: v >= 16, "at least 16 (px)"),
+                                  "max_train": AT_LEAST_1, "input_size": INPUT_SIZE,
                                   "budget_of": (lambda v: v in ("params", "macs"), "'params' or 'macs'")}
 
 
