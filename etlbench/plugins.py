@@ -96,6 +96,17 @@ METHODS: dict[str, Builtin] = {
                             "ETL ablation: ETL's probes, cut and filter scores read from the transfer-learned trunk "
                             "instead of the frozen source (and the pruned model cut from it): whether probing before "
                             "transfer learning loses anything."),
+    "hrank": Builtin("etlbench.methods.feature_maps:HRank",
+                     "Average rank of a channel's feature maps (after the activation) over ``samples`` training "
+                     'images (Lin et al., "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020).'),
+    "fisher": Builtin("etlbench.methods.feature_maps:GroupFisher",
+                      "Group Fisher: the loss increase of masking a channel (one mask per coupled group) over what "
+                      'removing it saves, from ``samples`` training images (Liu et al., "Group Fisher Pruning for '
+                      'Practical Network Compression", ICML 2021).'),
+    "obdc": Builtin("etlbench.methods.group_criteria:OBDC",
+                    "OBD with per-sample Fisher diagonals from Kronecker factors, from ``batches`` training batches "
+                    '(Wang et al., "EigenDamage: Structured Pruning in the Kronecker-Factored Eigenbasis", ICML 2019; '
+                    "Torch-Pruning's ``OBDCImportance``)."),
 }
 
 SYNTHETIC = "synthetic"

@@ -97,13 +97,25 @@ def freeze_channel_pads(model: nn.Module) -> None:
             m.weight.requires_grad_(False)
 
 
+#: The layers whose output channels root a group: every convolution and linear layer but the task head.
+ROOT_TYPES = (nn.Conv2d, nn.Linear)
+
+
+def ignored_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers whose outputs are never pruned: the task head's."""
+    return [model.head.fc] if hasattr(model, "head") else []
+
+
+def dependency_graph(model: nn.Module, size: tuple[int, int]) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model`` on one ``size`` image."""
+    with torch.inference_mode(False), torch.enable_grad():  # the graph is traced through autograd
+        return tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, *size))
+
+
 def _groups(model: nn.Module, size: tuple[int, int]) -> list[tp.Group]:
     """The coupled channel groups of ``model`` (the head's outputs excluded), in a stable order."""
-    with torch.inference_mode(False), torch.enable_grad():  # the graph is traced through autograd
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, *size))
-    head = model.head.fc if hasattr(model, "head") else None
-    return list(graph.get_all_groups(ignored_layers=[head] if head is not None else [],
-                                     root_module_types=[nn.Conv2d, nn.Linear]))
+    return list(dependency_graph(model, size).get_all_groups(ignored_layers=ignored_layers(model),
+                                                             root_module_types=list(ROOT_TYPES)))
 
 
 def without_channel_pads(group: tp.Group) -> tp.Group:
@@ -117,10 +129,11 @@ def without_channel_pads(group: tp.Group) -> tp.Group:
 def group_importance(model: TaskModel, score: Scorer, size: tuple[int, int]) -> list[torch.Tensor | None]:
     """One importance vector per coupled group (``None``: no layer of the group was scored). ``score`` is a
     per-layer score of output channels, or a Torch-Pruning ``Importance`` that reads each group as a whole (the
-    ChannelPads left out)."""
+    ChannelPads left out, unless it says it ``reads_channel_pads``: as wiring that consumes the channels)."""
     if isinstance(score, tp.importance.Importance):
+        keep = getattr(score, "reads_channel_pads", False)
         with torch.no_grad():
-            return [score(without_channel_pads(g)) for g in _groups(model, size)]
+            return [score(g if keep else without_channel_pads(g)) for g in _groups(model, size)]
     importance = ChannelScoreImportance(model, score)
     return [importance(g) for g in _groups(model, size)]
 

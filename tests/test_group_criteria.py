@@ -48,7 +48,7 @@ def _context(model: TaskModel) -> PruneContext:
 def test_group_importance_is_torch_prunings(resnet: TaskModel, name: str) -> None:
     method = create_method(name)
     ours = group_importance(resnet, method.importance(resnet, _context(resnet)), SIZE)
-    theirs = [method.criterion()(g) for g in _tp_groups(resnet)]
+    theirs = [method.criterion(resnet)(g) for g in _tp_groups(resnet)]
     assert len(ours) == len(theirs) and sum(o is not None for o in ours) >= 8
     for a, b in zip(ours, theirs, strict=True):
         assert (a is None) == (b is None)
@@ -62,7 +62,7 @@ def test_the_same_channels_go_as_with_torch_prunings_pruner(resnet: TaskModel, n
     method = create_method(name)
     ours = prune_channels(resnet, method.importance(resnet, _context(resnet)), 0.5, SIZE, policy="uniform")
     theirs = copy.deepcopy(resnet)
-    tp.pruner.MetaPruner(theirs, torch.zeros(1, 3, *SIZE), importance=method.criterion(), pruning_ratio=0.5,
+    tp.pruner.MetaPruner(theirs, torch.zeros(1, 3, *SIZE), importance=method.criterion(theirs), pruning_ratio=0.5,
                          ignored_layers=[theirs.head.fc]).step()
     a, b = ours.state_dict(), theirs.state_dict()
     assert a.keys() == b.keys()
@@ -80,7 +80,7 @@ def test_rows_name_the_library_and_budgets_are_met(resnet: TaskModel) -> None:
 def test_channel_pads_are_no_evidence() -> None:
     """dlib's ResNet pads channels with fixed 1x1 convolutions: a group criterion reads the group without them."""
     model = build_task_model(create_backbone("dlib-resnet29"), create_task("gender"), np.zeros(4, np.int64)).eval()
-    size, criterion = (112, 112), create_method("l2").criterion()
+    size, criterion = (112, 112), create_method("l2").criterion(model)
     ours = group_importance(model, criterion, size)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(1, 3, *size))
     groups = list(graph.get_all_groups(ignored_layers=[model.head.fc], root_module_types=[nn.Conv2d, nn.Linear]))
@@ -114,7 +114,7 @@ def test_hessian_reads_the_fisher_of_every_sample_and_leaves_no_gradients(resnet
     resnet.eval()
     for p in resnet.parameters():
         p.grad = squares[p] / 6
-    expected = [method.criterion()(g) for g in _tp_groups(resnet)]
+    expected = [method.criterion(resnet)(g) for g in _tp_groups(resnet)]
     resnet.zero_grad(set_to_none=True)
     for a, b in zip(ours, expected, strict=True):
         torch.testing.assert_close(a, b)

@@ -18,9 +18,10 @@ keeps no state between calls. Writing a criterion takes a few lines::
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -33,7 +34,7 @@ from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.registry import METHODS
 from etlbench.surgery import Budget, PruneOutcome, Scorer, prune_to_budget
-from etlbench.train import TaskModel, build_task_model
+from etlbench.train import TaskModel, build_task_model, iterate_batches, set_train_mode
 
 Policy = Literal["global", "uniform"]
 
@@ -63,6 +64,28 @@ class PruneContext:
         from etlbench.identity import identity
 
         return identity(kind, {"setting": self.setting_key, **params})
+
+    def training_batches(self, images: int, batch_size: int = 32) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``images`` training images of a permutation seeded by the trial's seed, preprocessed, with their
+        targets, in batches: what every data-reading criterion scores with (the same images for all of a trial's
+        methods that read as many)."""
+        x, y = self.data.images["train"], self.data.targets["train"]
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:images].numpy()
+        for b in iterate_batches(x, batch_size, order):
+            yield self.source.preprocess(torch.from_numpy(x[b]), self.size), torch.from_numpy(y[b])
+
+
+@contextlib.contextmanager
+def gradient_pass(model: nn.Module) -> Iterator[None]:
+    """Train mode with the norm statistics frozen, for a criterion's backward passes; after it the model is in eval
+    mode and holds no gradients (its pruned copies and their recovery start clean)."""
+    model.zero_grad(set_to_none=True)
+    set_train_mode(model, freeze_norm_stats=True)
+    try:
+        yield
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
 
 
 class PruningMethod:
@@ -117,8 +140,12 @@ class PruningMethod:
         if budget is None:
             raise ConfigError(f"method {self.name!r} cannot choose its own operating point: give a compression")
         model = self.start_model(ctx)
-        return prune_to_budget(model, self.importance(model, ctx), budget, ctx.baseline_size(budget.of), ctx.size,
-                               policy=self.policy, max_layer_ratio=self.max_layer_ratio)
+        return self.select(model, self.importance(model, ctx), budget, ctx)
+
+    def select(self, model: TaskModel, scorer: Scorer, budget: Budget, ctx: PruneContext) -> PruneOutcome:
+        """The shared selection: ``model`` pruned by ``scorer`` to ``budget`` with this method's policy."""
+        return prune_to_budget(model, scorer, budget, ctx.baseline_size(budget.of), ctx.size, policy=self.policy,
+                               max_layer_ratio=self.max_layer_ratio)
 
 
 def method_parameters(cls: type[PruningMethod]) -> dict[str, inspect.Parameter]:

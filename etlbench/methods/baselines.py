@@ -7,9 +7,9 @@ import zlib
 import torch
 from torch import nn
 
-from etlbench.methods.base import Policy, PruneContext, PruningMethod
+from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
 from etlbench.surgery import ScoreFn
-from etlbench.train import TaskModel, iterate_batches, set_train_mode
+from etlbench.train import TaskModel
 
 
 class Magnitude(PruningMethod):
@@ -33,20 +33,11 @@ class Taylor(PruningMethod):
         self.batches = self.at_least_one("batches", batches)
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> ScoreFn:
-        data, rng = ctx.data, torch.Generator().manual_seed(ctx.seed)
-        x_train, y_train = data.images["train"], data.targets["train"]
-        order = torch.randperm(len(x_train), generator=rng).numpy()
-        model.zero_grad(set_to_none=True)
-        set_train_mode(model, freeze_norm_stats=True)
-        for i, b in enumerate(iterate_batches(x_train, 32, order)):
-            if i == self.batches:
-                break
-            x = ctx.source.preprocess(torch.from_numpy(x_train[b]), ctx.size)
-            data.task.loss(model(x), torch.from_numpy(y_train[b])).backward()
-        grads = {n: m.weight.grad.detach().clone() for n, m in model.named_modules()
-                 if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.grad is not None}
-        model.zero_grad(set_to_none=True)
-        model.eval()
+        with gradient_pass(model):
+            for x, y in ctx.training_batches(32 * self.batches):
+                ctx.data.task.loss(model(x), y).backward()
+            grads = {n: m.weight.grad.detach().clone() for n, m in model.named_modules()
+                     if isinstance(getattr(m, "weight", None), torch.Tensor) and m.weight.grad is not None}
 
         def scores(name: str, layer: nn.Module) -> torch.Tensor | None:
             grad = grads.get(name)

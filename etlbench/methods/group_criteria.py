@@ -10,24 +10,27 @@ Torch-Pruning's version (``criterion_library``).
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
+from types import SimpleNamespace
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from etlbench.methods.base import Policy, PruneContext, PruningMethod
-from etlbench.surgery import Budget, PruneOutcome, Scorer
-from etlbench.train import TaskModel, set_train_mode
+from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
+from etlbench.surgery import ROOT_TYPES, Budget, PruneOutcome, Scorer, dependency_graph, ignored_layers
+from etlbench.train import TaskModel
 
 
 class GroupCriterion(PruningMethod):
     """A Torch-Pruning group importance applied by the shared selection; subclasses name the importance."""
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
+        """Torch-Pruning's importance for ``model``."""
         raise NotImplementedError
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
-        return self.criterion()
+        return self.criterion(model)
 
     def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
         outcome = super().prune(ctx, budget)
@@ -42,7 +45,7 @@ class GroupL2(GroupCriterion):
 
     name = "l2"
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
         return tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean", normalizer="mean")
 
 
@@ -53,7 +56,7 @@ class FPGM(GroupCriterion):
 
     name = "fpgm"
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
         return tp.importance.FPGMImportance(p=2, group_reduction="mean", normalizer="mean")
 
 
@@ -63,7 +66,7 @@ class LAMP(GroupCriterion):
 
     name = "lamp"
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
         return tp.importance.LAMPImportance(p=2, group_reduction="mean", normalizer="lamp")
 
 
@@ -75,7 +78,7 @@ class BNScale(GroupCriterion):
 
     name = "bn-scale"
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
         return tp.importance.BNScaleImportance(group_reduction="mean", normalizer="mean")
 
 
@@ -99,24 +102,17 @@ class _WithGradients(tp.importance.Importance):
 def empirical_fisher(model: TaskModel, ctx: PruneContext, samples: int) -> dict[nn.Parameter, torch.Tensor]:
     """The mean squared per-sample gradient of the task loss over ``samples`` seeded training images (norm
     statistics frozen): the diagonal Fisher that stands for the Hessian's diagonal in Optimal Brain Damage."""
-    data, rng = ctx.data, torch.Generator().manual_seed(ctx.seed)
-    x_train, y_train = data.images["train"], data.targets["train"]
-    order = torch.randperm(len(x_train), generator=rng)[:samples].numpy()
     params = [p for p in model.parameters() if p.requires_grad]
-    total = {p: torch.zeros_like(p) for p in params}
-    set_train_mode(model, freeze_norm_stats=True)
-    try:
-        for i in order:
+    total, seen = {p: torch.zeros_like(p) for p in params}, 0
+    with gradient_pass(model):
+        for x, y in ctx.training_batches(samples, batch_size=1):
+            seen += 1
             model.zero_grad(set_to_none=True)
-            x = ctx.source.preprocess(torch.from_numpy(x_train[i : i + 1]), ctx.size)
-            data.task.loss(model(x), torch.from_numpy(y_train[i : i + 1])).backward()
+            ctx.data.task.loss(model(x), y).backward()
             for p in params:
                 if p.grad is not None:
                     total[p] += p.grad.detach() ** 2
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.eval()
-    return {p: t / len(order) for p, t in total.items()}
+    return {p: t / seen for p, t in total.items()}
 
 
 class Hessian(GroupCriterion):
@@ -130,10 +126,57 @@ class Hessian(GroupCriterion):
         super().__init__(policy, max_layer_ratio)
         self.samples = self.at_least_one("samples", samples)
 
-    def criterion(self) -> tp.importance.Importance:
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
         return tp.importance.GroupHessianImportance(group_reduction="mean", normalizer="mean")
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
         # Torch-Pruning's own accumulate_grad keys its sums by parameter but tests for names (1.6.1), so it keeps
         # only the last sample's gradient: the Fisher is accumulated here and handed over as param.grad.
-        return _WithGradients(self.criterion(), empirical_fisher(model, ctx, self.samples))
+        return _WithGradients(self.criterion(model), empirical_fisher(model, ctx, self.samples))
+
+
+class OBDC(GroupCriterion):
+    """OBD with per-sample Fisher diagonals from Kronecker factors, from ``batches`` training batches (Wang et al.,
+    "EigenDamage: Structured Pruning in the Kronecker-Factored Eigenbasis", ICML 2019; Torch-Pruning's
+    ``OBDCImportance``).
+
+    ``w^2`` times the diagonal of each layer's empirical Fisher, built from per-sample weight gradients (layer inputs
+    times output gradients) of batches of 32. Torch-Pruning's variant: the diagonal in the weights' own basis, not the
+    eigenbasis the paper reparameterises the network into."""
+
+    name = "obdc"
+
+    def __init__(self, batches: int = 4, policy: Policy = "global", max_layer_ratio: float = 0.95):
+        super().__init__(policy, max_layer_ratio)
+        self.batches = self.at_least_one("batches", batches)
+
+    def criterion(self, model: TaskModel) -> tp.importance.Importance:
+        # num_classes: no layer skipped for its output count (Torch-Pruning's way to spare a head; ours is no root)
+        return tp.importance.OBDCImportance(group_reduction="mean", normalizer="mean", num_classes=-1)
+
+    def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
+        importance = self.criterion(model)
+        # What _prepare_model reads of a pruner to find the layers to hook (a MetaPruner's own attention hook
+        # returns None for other groups in Torch-Pruning 1.6.1): the hooks keep each layer's input and output gradient
+        groups = SimpleNamespace(DG=dependency_graph(model, ctx.size), ignored_layers=ignored_layers(model),
+                                 root_module_types=list(ROOT_TYPES), _downstream_node_as_root_if_attention=lambda g: g)
+        importance._prepare_model(model, groups)
+        try:
+            with gradient_pass(model), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*non-full backward hook")  # Torch-Pruning's hooks
+                for x, y in ctx.training_batches(32 * self.batches):
+                    model.zero_grad(set_to_none=True)
+                    ctx.data.task.loss(model(x), y).backward()
+                    importance.step()
+                grads = {m.weight: m.weight.grad.detach().clone() for m in importance.modules
+                         if m.weight.grad is not None}
+        finally:
+            importance._rm_hooks(model)
+        # Torch-Pruning 1.6.1 appends a bias column to the Fisher but never reads it, and looks up a Fisher for every
+        # convolution of a group before it asks whether the layer is scored (depthwise ones and the head are not)
+        for m in model.modules():
+            if m in importance.Fisher and m.bias is not None:
+                importance.Fisher[m] = importance.Fisher[m][:, :-1]
+            elif isinstance(m, nn.Conv2d | nn.Linear) and m not in importance.Fisher:
+                importance.Fisher[m] = torch.zeros(())  # looked up, never used
+        return _WithGradients(importance, grads)

@@ -1,0 +1,206 @@
+"""Criteria that read the feature maps a channel group feeds forward: HRank (Lin et al., CVPR 2020) and Group
+Fisher (Liu et al., ICML 2021), written here and scored per coupled group like Torch-Pruning's criteria.
+
+A group's channels are read where they are consumed: at the input of every convolution or linear layer that takes
+them in (the group's ``prune_in_channels`` items, and depthwise convolutions). That input is the producing layer's
+output after its norm and activation and, on a residual stream, after the addition: the maps HRank ranks (its code
+hooks the ReLUs) and the maps Group Fisher masks (its masks sit on the convolutions' inputs, one mask shared by a
+coupled group).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import ClassVar, Literal
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from etlbench.backbones import ChannelPad
+from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
+from etlbench.surgery import Budget, PruneOutcome, Scorer
+from etlbench.train import TaskModel
+
+_CONSUMER_FNS = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+
+
+def _is_depthwise(layer: nn.Module) -> bool:
+    return isinstance(layer, nn.Conv2d) and 1 < layer.groups == layer.in_channels
+
+
+def consumers(group: tp.Group) -> Iterator[tuple[nn.Module, list[int], list[int]]]:
+    """(layer, its input channels, the group's channels) for every layer of ``group`` that takes the channels in."""
+    for item in group:
+        layer = item.dep.layer
+        if item.dep.handler in _CONSUMER_FNS or _is_depthwise(layer):
+            yield layer, item.idxs, item.root_idxs
+
+
+Hook = Callable[[nn.Module, torch.Tensor], "torch.Tensor | None"]
+
+
+def read_inputs(model: nn.Module, on_input: Hook, passes: Callable[[], None]) -> None:
+    """Run ``passes`` with ``on_input(layer, input)`` called on the input of every convolution and linear layer;
+    where it returns a tensor, the layer takes that instead."""
+
+    def hook(layer: nn.Module, args: tuple) -> tuple | None:
+        replaced = on_input(layer, args[0])
+        return None if replaced is None else (replaced, *args[1:])
+
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    try:
+        passes()
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class ConsumedMapImportance(tp.importance.Importance):
+    """A group importance from per-layer statistics of the consumed maps (``stats[layer]``: one value per input
+    channel, or per sample and input channel), combined over the group's consumers by ``combine``."""
+
+    reads_channel_pads: ClassVar[bool] = True  # a ChannelPad consumes the channels too (a down block's skip)
+
+    def __init__(self, stats: dict[nn.Module, torch.Tensor],
+                 combine: Callable[[tp.Group, list[tuple[torch.Tensor, list[int]]]], torch.Tensor | None]):
+        self.stats, self.combine = stats, combine
+
+    @torch.no_grad()
+    def __call__(self, group: tp.Group) -> torch.Tensor | None:
+        read = [(self.stats[layer][..., idxs], root) for layer, idxs, root in consumers(group) if layer in self.stats]
+        return self.combine(group, read) if read else None
+
+
+def _gathered(read: list[tuple[torch.Tensor, list[int]]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics of every consumer summed at the group's channels, and how many consumers read each."""
+    total = torch.zeros(*read[0][0].shape[:-1], width, dtype=torch.float64)
+    count = torch.zeros(width)
+    for values, root in read:
+        total[..., root] += values.double()
+        count[root] += 1
+    return total, count
+
+
+class HRank(PruningMethod):
+    """Average rank of a channel's feature maps (after the activation) over ``samples`` training images (Lin et al.,
+    "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020).
+
+    Low-rank maps carry little information. Ranks are read where the maps are consumed (after the activation; on a
+    residual stream after the addition), averaged over a group's consumers and normalised by their mean for the
+    shared selection (the paper prunes each layer by a preset ratio). A group whose maps are all 1 x 1 (an
+    embedding) has no ranks to compare and is kept."""
+
+    name = "hrank"
+
+    def __init__(self, samples: int = 128, policy: Policy = "global", max_layer_ratio: float = 0.95):
+        super().__init__(policy, max_layer_ratio)
+        self.samples = self.at_least_one("samples", samples)
+
+    def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
+        sums: dict[nn.Module, torch.Tensor] = {}
+        seen = 0
+
+        def rank(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+            if x.dim() == 4 and x.shape[-1] * x.shape[-2] > 1 and not isinstance(layer, ChannelPad):
+                ranks = torch.linalg.matrix_rank(x.float()).sum(0).double()
+                sums[layer] = sums[layer] + ranks if layer in sums else ranks
+            return None
+
+        def passes() -> None:
+            nonlocal seen
+            with torch.no_grad():
+                for x, _ in ctx.training_batches(self.samples):
+                    model(x)
+                    seen += len(x)
+
+        model.eval()
+        read_inputs(model, rank, passes)
+
+        def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
+            total, count = _gathered(read, len(group[0].root_idxs))
+            mean = (total / seen / count.clamp_min(1)).float()
+            return mean / mean.mean().clamp_min(1e-12)
+
+        return ConsumedMapImportance(sums, combine)
+
+
+class GroupFisher(PruningMethod):
+    """Group Fisher: the loss increase of masking a channel (one mask per coupled group) over what removing it saves,
+    from ``samples`` training images (Liu et al., "Group Fisher Pruning for Practical Network Compression", ICML 2021).
+
+    The increase is ``1/2 sum over samples of (d loss / d mask)^2``, the mask's gradient summed over every layer that
+    reads the channel before it is squared; the saving is in the budget's unit (parameters or MACs). The scores are
+    not normalised per group: loss per unit saved compares across layers, as the paper ranks channels. The paper
+    removes one channel at a time with fine-tuning between; here the shared selection removes them in one step."""
+
+    name = "fisher"
+
+    def __init__(self, samples: int = 128, policy: Policy = "global", max_layer_ratio: float = 0.95):
+        super().__init__(policy, max_layer_ratio)
+        self.samples = self.at_least_one("samples", samples)
+
+    def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
+        if budget is None:
+            return super().prune(ctx, budget)  # refused: Fisher needs a budget's unit
+        model = self.start_model(ctx)
+        return self.select(model, self.scorer(model, ctx, budget.of), budget, ctx)
+
+    def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
+        return self.scorer(model, ctx, "params")
+
+    def scorer(self, model: TaskModel, ctx: PruneContext, of: Literal["params", "macs"]) -> Scorer:
+        """The Fisher importance per channel over its cost in ``of``."""
+        masks: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
+        areas: dict[nn.Module, int] = {}
+
+        def mask(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+            if not x.requires_grad:  # the image
+                return None
+            # a mask of ones per sample and input channel: its gradient is this layer's share of d loss_n / d mask
+            ones = torch.ones(*x.shape[:2], *(1,) * (x.dim() - 2), requires_grad=True)
+            masks[layer].append(ones)
+            return x * ones
+
+        def watch_outputs(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
+            areas[layer] = out.shape[-1] * out.shape[-2] if out.dim() == 4 else 1
+
+        def passes() -> None:
+            with gradient_pass(model):
+                for x, y in ctx.training_batches(self.samples):
+                    (len(x) * ctx.data.task.loss(model(x), y)).backward()  # the sum of per-sample losses
+
+        layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+        hooks = [m.register_forward_hook(watch_outputs) for m in layers]
+        try:
+            read_inputs(model, mask, passes)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        stats = {layer: torch.cat([m.grad.flatten(1) for m in ms]) for layer, ms in masks.items()}
+
+        def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
+            summed, _ = _gathered(read, len(group[0].root_idxs))
+            return (0.5 * summed.pow(2).sum(0) / channel_cost(group, of, areas)).float()
+
+        return ConsumedMapImportance(stats, combine)
+
+
+def channel_cost(group: tp.Group, of: Literal["params", "macs"], areas: dict[nn.Module, int]) -> float:
+    """What removing one channel of ``group`` saves: learned parameters (ChannelPads' fixed weights not counted, as
+    :func:`etlbench.measure.count_params`), or the multiply-accumulates of convolutions and linear layers (as
+    :func:`etlbench.measure.count_macs` counts them; ``areas``: each layer's output positions)."""
+    cost = 0
+    for item in group:
+        layer, fn = item.dep.layer, item.dep.handler
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            out_side = fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) or _is_depthwise(layer)
+            weights = layer.weight[0].numel() if out_side else layer.weight[:, 0].numel()
+            if of == "macs":
+                cost += weights * areas.get(layer, 1)
+            elif not isinstance(layer, ChannelPad):
+                cost += weights + (out_side and layer.bias is not None)
+        elif of == "params":
+            cost += sum(p.numel() // p.shape[0] for p in layer.parameters(recurse=False) if p.dim() and p.shape[0] > 1)
+    return float(max(cost, 1))
