@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from etlbench.backbones.mobilefacenet import (
     EMBEDDING_DIM,
@@ -20,6 +19,7 @@ from etlbench.backbones.mobilefacenet import (
 )
 from etlbench.paths import models_root
 from etlbench.registry import BACKBONES
+from etlbench.verification import verify
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MODELS = models_root() or SHARED / "models"  # ETLBENCH_MODELS, else beside the data root
@@ -122,36 +122,21 @@ def test_missing_default_checkpoint_says_where_it_looked(tmp_path, monkeypatch):
         mobilefacenet()
 
 
-def _roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mann-Whitney estimate of the ROC AUC (ties count one half)."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    return float(((pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum())
-                 / (len(pos) * len(neg)))
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not LFW.is_file(), reason=f"LFW pairs not found at {LFW}")
 def test_lfw_verification(net):
-    """Cosine similarity of the embeddings separates LFW View 2 fold 0 (300 same + 300 different pairs).
+    """The LFW protocol on View 2 folds 0 and 1 (1,200 pairs; each fold scored at the threshold chosen on the other).
 
     The stored crops are fixed central 120x120 crops of (probably LFW-a) grayscale images, resized to 64x64, not
     the SphereFace-aligned 112x96 RGB crops the network was trained on, so accuracy is below the published 99.3%.
-    Measured on fold 0 (grayscale repeated to RGB, 64x64 stretched to 112x96): AUC 0.983, best-threshold
-    accuracy 0.947 (the threshold is chosen on the same pairs, so this accuracy is optimistic).
+    Measured on all ten folds (grayscale repeated to RGB, 64x64 stretched to 112x96): accuracy 0.939 +- 0.014, AUC
+    0.982, TAR 0.637 at FAR 1e-3.
     """
-    data = np.load(LFW)
-    fold = data["pair_fold"] == 0
-    a, b, same = data["pair_a"][fold], data["pair_b"][fold], data["pair_same"][fold].astype(int)
-    assert len(same) == 600 and same.sum() == 300
-    rows, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    images = torch.from_numpy(data["images"][rows])
-    with torch.inference_mode():
-        emb = torch.cat([net(net.preprocess(images[i : i + 128])) for i in range(0, len(images), 128)])
-    emb = F.normalize(emb, dim=1).numpy()
-    ia, ib = inverse[: len(a)], inverse[len(a) :]
-    scores = (emb[ia] * emb[ib]).sum(1)
-    auc = _roc_auc(scores, same)
-    best_acc = max(((scores >= t) == same).mean() for t in scores)
-    print(f"MobileFaceNet LFW fold 0: AUC {auc:.4f}, best-threshold accuracy {best_acc:.4f}")
-    assert auc > 0.93
-    assert best_acc > 0.88
+    arrays = dict(np.load(LFW))
+    kept = arrays["pair_fold"] < 2
+    pairs = {k: arrays[k][kept] for k in ("pair_a", "pair_b", "pair_same", "pair_fold")}
+    result = verify(net, {"images": arrays["images"], **pairs}, net.preprocess, (112, 96), "lfw_pairs")
+    print(f"MobileFaceNet LFW folds 0-1: accuracy {result.accuracy:.4f}, AUC {result.auc:.4f}")
+    assert len(result.fold_accuracy) == 2
+    assert result.auc > 0.97
+    assert result.accuracy > 0.91

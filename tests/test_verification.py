@@ -1,0 +1,75 @@
+"""The LFW verification protocol: thresholds chosen on the other folds, accuracy on the held-out one, AUC and TAR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from etlbench.errors import DatasetError
+from etlbench.verification import best_threshold, lfw_protocol, pair_scores, pairs_of
+
+
+def test_the_best_threshold_maximises_accuracy_between_distinct_scores() -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    same = np.array([0, 0, 1, 0, 1, 1])
+    t = best_threshold(scores, same)
+    assert 0.2 < t < 0.3 or 0.6 < t < 0.7  # both leave one error; the lowest gap is taken
+    assert t == pytest.approx(0.25)
+    assert best_threshold(np.array([0.5, 0.5, 0.5]), np.array([1, 1, 0])) < 0.5  # ties: all "same", 2 of 3 right
+    assert best_threshold(np.array([0.1, 0.2]), np.array([0, 0])) > 0.2  # nothing is "same"
+
+
+def test_brute_force_agrees_on_random_pairs() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        same = rng.integers(0, 2, 40)
+        scores = np.round(rng.normal(same * 0.5, 1.0), 1)  # rounded: many ties
+        t = best_threshold(scores, same)
+        candidates = np.concatenate([[scores.min() - 1], np.unique(scores)])
+        assert ((scores > t) == same).mean() == max(((scores > c) == same).mean() for c in candidates)
+
+
+def test_each_fold_is_scored_at_the_threshold_of_the_other_folds() -> None:
+    """Fold 1's pairs alone would choose a threshold near 0.85; the other folds choose about 0.5, and fold 1 is
+    scored there: held-out accuracy, not the optimistic best threshold of the fold itself."""
+    base_scores = np.array([0.2, 0.3, 0.4, 0.6, 0.7, 0.8])
+    base_same = np.array([0, 0, 0, 1, 1, 1])
+    odd_scores = np.array([0.6, 0.7, 0.8, 0.9, 0.95, 0.99])
+    scores = np.concatenate([base_scores, base_scores, odd_scores])
+    same = np.concatenate([base_same, base_same, base_same])
+    folds = np.repeat([0, 2, 1], 6)
+    result = lfw_protocol(scores, same, folds)
+    assert result.fold_accuracy[0] == result.fold_accuracy[2] == 1.0
+    assert result.fold_accuracy[1] == pytest.approx(0.5)  # at ~0.5, every pair of fold 1 is called "same"
+    assert result.thresholds[1] == pytest.approx(0.5)
+    assert result.accuracy == pytest.approx(2.5 / 3)
+    assert result.accuracy_std == pytest.approx(np.std([1, 0.5, 1], ddof=1))
+
+
+def test_auc_and_tar_at_far() -> None:
+    same = np.array([1] * 5 + [0] * 2000)
+    scores = np.concatenate([[0.9, 0.8, 0.7, 0.3, 0.2], np.linspace(0.0, 0.75, 2000)])
+    result = lfw_protocol(scores, same, np.arange(len(same)) % 10)
+    # FAR 1e-3 of 2,000 impostors is 2 accepted: the highest impostors score 0.75 and 0.7496; 0.8 and 0.9 pass
+    assert result.tar_at_far == pytest.approx(0.4)
+    pos, neg = scores[same == 1], scores[same == 0]
+    assert result.auc == pytest.approx((pos[:, None] > neg[None, :]).mean())
+
+
+def test_cosine_scores_ignore_scale() -> None:
+    e = np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(pair_scores(e, np.array([0, 0, 3]), np.array([1, 2, 0])), [1.0, 0.0, 0.0])
+
+
+def test_bad_pairs_name_the_array() -> None:
+    good = {"images": np.zeros((4, 8, 8, 1), np.uint8), "pair_a": np.array([0, 1]), "pair_b": np.array([2, 3]),
+            "pair_same": np.array([1, 0]), "pair_fold": np.array([0, 1])}
+    pairs_of(good, "x.npz")
+    with pytest.raises(DatasetError, match=r"x.npz: a verification set needs arrays \['pair_fold'\]"):
+        pairs_of({k: v for k, v in good.items() if k != "pair_fold"}, "x.npz")
+    with pytest.raises(DatasetError, match=r"pair_b must hold row indices of 'images' \(0..3\)"):
+        pairs_of({**good, "pair_b": np.array([2, 4])}, "x.npz")
+    with pytest.raises(DatasetError, match="pair_same must be 0 or 1"):
+        pairs_of({**good, "pair_same": np.array([1, 2])}, "x.npz")
+    with pytest.raises(ValueError, match="not finite"):
+        lfw_protocol(np.array([np.nan, 0.1]), np.array([1, 0]), np.array([0, 1]))
