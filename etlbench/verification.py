@@ -64,7 +64,8 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> float:
 
 
 def lfw_protocol(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Verification:
-    """The protocol on pair ``scores`` (higher: more alike), ``same`` (1 same person, 0 not) and each pair's fold."""
+    """The protocol on pair ``scores`` (higher: more alike), ``same`` (1 same person, 0 not) and each pair's fold.
+    A single fold is scored at its own best threshold (optimistic: for validation only)."""
     scores, same, folds = np.asarray(scores, np.float64), np.asarray(same).astype(np.int64), np.asarray(folds)
     if not (len(scores) == len(same) == len(folds)):
         raise ValueError(f"{len(scores)} scores, {len(same)} labels and {len(folds)} folds: one of each per pair")
@@ -73,7 +74,8 @@ def lfw_protocol(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Ver
     accuracies, thresholds = [], []
     for fold in np.unique(folds):
         held_out = folds == fold
-        threshold = best_threshold(scores[~held_out], same[~held_out]) if (~held_out).any() else 0.0
+        chosen_on = ~held_out if (~held_out).any() else held_out  # one fold alone: its own (optimistic) threshold
+        threshold = best_threshold(scores[chosen_on], same[chosen_on])
         accuracies.append(float(((scores[held_out] > threshold) == same[held_out]).mean()))
         thresholds.append(threshold)
     fpr, tpr, _ = roc_curve(same, scores)
@@ -126,3 +128,43 @@ def verify(network: nn.Module, arrays: dict[str, np.ndarray], preprocess: Prepro
     rows, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
     embeddings = embed(network, np.asarray(arrays["images"])[rows], preprocess, size)
     return lfw_protocol(pair_scores(embeddings, inverse[: len(a)], inverse[len(a) :]), same, folds)
+
+
+#: The columns of a split's pair table (``targets`` of a verification split): rows of its images, same, fold.
+PAIR_COLUMNS = ("a", "b", "same", "fold")
+
+
+def split_by_folds(arrays: dict[str, np.ndarray], source: str, train: tuple[int, ...], val: tuple[int, ...],
+                   test: tuple[int, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Images and targets per split of a verification set, by folds (LFW's are identity-disjoint): ``train`` holds
+    the images of the ``train`` folds' pairs with their identities (0..K-1, for identity or pair training); ``val``
+    and ``test`` hold the images of their folds' pairs with the pair table (:data:`PAIR_COLUMNS`, rows of that
+    split's images). A fold in two splits, or an identity in train and in val or test, is refused."""
+    a, b, same, folds = pairs_of(arrays, source)
+    named = {"train": train, "val": val, "test": test}
+    known = set(np.unique(folds).tolist())
+    for name, chosen in named.items():
+        if not chosen or not set(chosen) <= known:
+            raise DatasetError(f"{source}: the {name} folds {list(chosen)} must be some of the set's folds "
+                               f"{sorted(known)}")
+    if len(set(train) | set(val) | set(test)) != len(train) + len(val) + len(test):
+        raise DatasetError(f"{source}: a fold is in two splits (train {list(train)}, val {list(val)}, "
+                           f"test {list(test)})")
+    if "identity" not in arrays:
+        raise DatasetError(f"{source}: splitting a verification set needs the array 'identity' (one per image)")
+    identity = np.asarray(arrays["identity"])
+    images, targets, identities = {}, {}, {}
+    for name, chosen in named.items():
+        in_split = np.isin(folds, chosen)
+        rows, inverse = np.unique(np.concatenate([a[in_split], b[in_split]]), return_inverse=True)
+        images[name], identities[name] = np.asarray(arrays["images"])[rows], set(identity[rows].tolist())
+        if name == "train":
+            targets[name] = np.unique(identity[rows], return_inverse=True)[1].astype(np.int64)
+        else:
+            n = int(in_split.sum())
+            targets[name] = np.stack([inverse[:n], inverse[n:], same[in_split], folds[in_split]], 1).astype(np.int64)
+    shared = identities["train"] & (identities["val"] | identities["test"])
+    if shared:
+        raise DatasetError(f"{source}: {len(shared)} identities are in the train folds and in val or test; "
+                           "verification folds must be identity-disjoint")
+    return images, targets

@@ -73,3 +73,41 @@ def test_bad_pairs_name_the_array() -> None:
         pairs_of({**good, "pair_same": np.array([1, 2])}, "x.npz")
     with pytest.raises(ValueError, match="not finite"):
         lfw_protocol(np.array([np.nan, 0.1]), np.array([1, 0]), np.array([0, 1]))
+
+
+def _toy_set() -> dict[str, np.ndarray]:
+    """4 folds of 2 pairs; identities never cross folds; image k shows identity k // 2."""
+    images = np.arange(16, dtype=np.uint8).reshape(16, 1, 1, 1).repeat(8, 1).repeat(8, 2)
+    a = np.array([0, 2, 4, 6, 8, 10, 12, 14])
+    b = np.array([1, 3, 5, 7, 9, 11, 13, 15])
+    return {"images": images, "identity": np.arange(16) // 2, "pair_a": a, "pair_b": b,
+            "pair_same": np.ones(8, np.int64), "pair_fold": np.repeat([0, 1, 2, 3], 2)}
+
+
+def test_splits_by_fold_keep_pairs_as_rows_of_their_own_images() -> None:
+    from etlbench.verification import split_by_folds
+
+    arrays = _toy_set()
+    images, targets = split_by_folds(arrays, "toy.npz", train=(0, 1), val=(2,), test=(3,))
+    assert [len(images[s]) for s in ("train", "val", "test")] == [8, 4, 4]
+    assert targets["train"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # identities, renumbered from 0
+    pairs = targets["test"]
+    assert pairs.shape == (2, 4) and (pairs[:, 3] == 3).all()
+    for row in pairs:  # each pair points at the images it named in the whole set
+        assert images["test"][row[0], 0, 0, 0] in (12, 14) and images["test"][row[1], 0, 0, 0] in (13, 15)
+    with pytest.raises(DatasetError, match=r"a fold is in two splits"):
+        split_by_folds(arrays, "toy.npz", train=(0, 1), val=(1,), test=(3,))
+    with pytest.raises(DatasetError, match=r"the test folds \[7\] must be some of the set's folds \[0, 1, 2, 3\]"):
+        split_by_folds(arrays, "toy.npz", train=(0,), val=(1,), test=(7,))
+    leaky = {**arrays, "identity": np.where(np.arange(16) == 15, 0, arrays["identity"])}  # fold 3 meets fold 0
+    with pytest.raises(DatasetError, match="1 identities are in the train folds and in val or test"):
+        split_by_folds(leaky, "toy.npz", train=(0, 1), val=(2,), test=(3,))
+
+
+def test_lfw_folds_are_identity_disjoint(real_data_root) -> None:
+    from etlbench.verification import split_by_folds
+
+    arrays = dict(np.load(real_data_root / "lfw_pairs" / "lfw_pairs_64.npz"))
+    images, targets = split_by_folds(arrays, "lfw_pairs", train=(0, 1, 2, 3), val=(4,), test=(5, 6, 7, 8, 9))
+    assert len(targets["test"]) == 3000 and targets["test"][:, 2].sum() == 1500
+    assert len(images["train"]) + len(images["val"]) + len(images["test"]) == 7701
