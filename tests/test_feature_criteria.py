@@ -85,23 +85,46 @@ def test_hrank_ranks_the_maps_after_the_activation() -> None:
 
 
 def test_fisher_is_the_squared_gradient_of_one_mask_per_group_over_its_cost() -> None:
-    """Group Fisher against masks written into the network: the stem's channels are masked at both layers that
-    read them (conv1 and the head, one mask), the per-sample gradients summed over both, then squared."""
+    """Group Fisher against masks written into the network, over two batches (32 and 8 images): the stem's channels
+    are masked at both layers that read them (conv1 and the head, one mask), the per-sample gradients summed over
+    both, then squared and summed over samples."""
     torch.manual_seed(0)
     model = Net().eval()
-    ctx = _context(model, n=8)
-    scores = _stem_group(model, group_importance(model, create_method("fisher", samples=8).importance(model, ctx),
+    ctx = _context(model, n=40)
+    scores = _stem_group(model, group_importance(model, create_method("fisher", samples=40).importance(model, ctx),
                                                  SIZE))
     assert all(p.grad is None for p in model.parameters())
-    x, y = next(ctx.training_batches(8, batch_size=8))
-    masks = {k: torch.ones(8, 4, 1, 1, requires_grad=True) for k in ("conv1",)}
-    masks["fc"] = torch.ones(8, 4, requires_grad=True)
-    (8 * ctx.data.task.loss(model(x, masks), y)).backward()
-    per_sample = masks["conv1"].grad.flatten(1) + masks["fc"].grad
+    per_sample, apart = [], []
+    for x, y in ctx.training_batches(40):
+        masks = {"conv1": torch.ones(len(x), 4, 1, 1, requires_grad=True),
+                 "fc": torch.ones(len(x), 4, requires_grad=True)}
+        (len(x) * ctx.data.task.loss(model(x, masks), y)).backward()
+        per_sample.append(masks["conv1"].grad.flatten(1) + masks["fc"].grad)
+        apart.append(masks["conv1"].grad.flatten(1).pow(2) + masks["fc"].grad.pow(2))
+    assert len(per_sample) == 2
     cost = (3 * 9 + 1) + (4 * 9 + 1) + 4 * 9 + 1  # stem's and conv2's filters and biases, conv1's and fc's inputs
-    torch.testing.assert_close(scores, (0.5 * per_sample.pow(2).sum(0) / cost).float())
-    squared_apart = 0.5 * (masks["conv1"].grad.flatten(1).pow(2) + masks["fc"].grad.pow(2)).sum(0) / cost
+    torch.testing.assert_close(scores, (0.5 * torch.cat(per_sample).pow(2).sum(0) / cost).float())
+    squared_apart = 0.5 * torch.cat(apart).sum(0) / cost
     assert not torch.allclose(scores, squared_apart.float())  # summed before squaring, as the paper's shared mask
+
+
+@pytest.mark.parametrize("name", ["hrank", "fisher", "obdc"])
+@pytest.mark.parametrize("backbone, size", [("dlib-resnet29", (112, 112)), ("mobilefacenet", (112, 96))])
+def test_every_group_of_the_default_backbones_is_scored(name: str, backbone: str, size: tuple[int, int],
+                                                        request: pytest.FixtureRequest,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No group left unscored (kept whole) by accident: maps of 1 x 1, or read only through a global pool."""
+    if backbone == "mobilefacenet":
+        monkeypatch.setenv("ETLBENCH_DATA", str(request.getfixturevalue("real_data_root")))
+    source, task = create_backbone(backbone), create_task("gender")
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (8, 64, 64, 3), dtype=np.uint8), np.array([0, 1] * 4)
+    model = build_task_model(source, task, labels).eval()
+    ctx = PruneContext(SimpleNamespace(images={"train": images}, targets={"train": labels}, task=task), source,  # type: ignore[arg-type]
+                       size, 0, 1, 1, transfer_model=lambda: model, setting_key="test")
+    method = create_method(name, **{"batches" if name == "obdc" else "samples": 8})
+    scores = group_importance(model, method.importance(model, ctx), size)
+    assert all(s is not None and torch.isfinite(s).all() for s in scores), [s is None for s in scores]
 
 
 @pytest.mark.parametrize("backbone, size", [("dlib-resnet29", (112, 112)), ("mobilefacenet", (112, 96))])

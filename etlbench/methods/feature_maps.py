@@ -74,12 +74,14 @@ class ConsumedMapImportance(tp.importance.Importance):
 
 
 def _gathered(read: list[tuple[torch.Tensor, list[int]]], width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The statistics of every consumer summed at the group's channels, and how many consumers read each."""
+    """The statistics of every consumer summed at the group's channels, and how many inputs read each (a linear
+    layer that reads a flattened map reads a channel at several inputs)."""
     total = torch.zeros(*read[0][0].shape[:-1], width, dtype=torch.float64)
-    count = torch.zeros(width)
+    count = torch.zeros(width, dtype=torch.float64)
     for values, root in read:
-        total[..., root] += values.double()
-        count[root] += 1
+        index = torch.as_tensor(root, dtype=torch.long)
+        total.index_add_(-1, index, values.double())
+        count.index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
     return total, count
 
 
@@ -89,8 +91,8 @@ class HRank(PruningMethod):
 
     Low-rank maps carry little information. Ranks are read where the maps are consumed (after the activation; on a
     residual stream after the addition), averaged over a group's consumers and normalised by their mean for the
-    shared selection (the paper prunes each layer by a preset ratio). A group whose maps are all 1 x 1 (an
-    embedding) has no ranks to compare and is kept."""
+    shared selection (the paper prunes each layer by a preset ratio; its code ranks 5 batches of 128 images). A
+    linear layer after a global pool reads the map that entered the pool; a 1 x 1 map has rank 0 or 1."""
 
     name = "hrank"
 
@@ -100,23 +102,40 @@ class HRank(PruningMethod):
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
         sums: dict[nn.Module, torch.Tensor] = {}
+        pooled: list[torch.Tensor] = []  # the ranks of the map that last entered a global pool
         seen = 0
 
-        def rank(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-            if x.dim() == 4 and x.shape[-1] * x.shape[-2] > 1 and not isinstance(layer, ChannelPad):
-                ranks = torch.linalg.matrix_rank(x.float()).sum(0).double()
-                sums[layer] = sums[layer] + ranks if layer in sums else ranks
+        def ranks(x: torch.Tensor) -> torch.Tensor:
+            return torch.linalg.matrix_rank(x.float()).double()  # N x C; a 1 x 1 map has rank 0 or 1
+
+        def rank(layer: nn.Module, x: torch.Tensor) -> None:
+            if isinstance(layer, ChannelPad):  # a pooled copy of a map another layer reads
+                return None
+            if x.dim() == 4:
+                r = ranks(x)
+            elif pooled and pooled[-1].shape[-1] == x.shape[-1]:  # a linear layer after a global pool: that map
+                r = pooled.pop()
+            else:
+                return None
+            sums[layer] = sums[layer] + r.sum(0) if layer in sums else r.sum(0)
             return None
 
         def passes() -> None:
             nonlocal seen
             with torch.no_grad():
                 for x, _ in ctx.training_batches(self.samples):
+                    pooled.clear()
                     model(x)
                     seen += len(x)
 
         model.eval()
-        read_inputs(model, rank, passes)
+        pools = [m.register_forward_pre_hook(lambda m, args: pooled.append(ranks(args[0])))
+                 for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d)]
+        try:
+            read_inputs(model, rank, passes)
+        finally:
+            for hook in pools:
+                hook.remove()
 
         def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
             total, count = _gathered(read, len(group[0].root_idxs))
@@ -152,15 +171,16 @@ class GroupFisher(PruningMethod):
 
     def scorer(self, model: TaskModel, ctx: PruneContext, of: Literal["params", "macs"]) -> Scorer:
         """The Fisher importance per channel over its cost in ``of``."""
-        masks: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
+        grads: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
+        batch: list[tuple[nn.Module, torch.Tensor]] = []  # this batch's masks
         areas: dict[nn.Module, int] = {}
 
         def mask(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
             if not x.requires_grad:  # the image
                 return None
             # a mask of ones per sample and input channel: its gradient is this layer's share of d loss_n / d mask
-            ones = torch.ones(*x.shape[:2], *(1,) * (x.dim() - 2), requires_grad=True)
-            masks[layer].append(ones)
+            ones = x.new_ones(*x.shape[:2], *(1,) * (x.dim() - 2)).requires_grad_()
+            batch.append((layer, ones))
             return x * ones
 
         def watch_outputs(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
@@ -169,7 +189,13 @@ class GroupFisher(PruningMethod):
         def passes() -> None:
             with gradient_pass(model):
                 for x, y in ctx.training_batches(self.samples):
-                    (len(x) * ctx.data.task.loss(model(x), y)).backward()  # the sum of per-sample losses
+                    batch.clear()
+                    loss = len(x) * ctx.data.task.loss(model(x), y)  # the sum of per-sample losses
+                    per_layer: dict[nn.Module, torch.Tensor] = {}
+                    for (layer, _), g in zip(batch, torch.autograd.grad(loss, [m for _, m in batch]), strict=True):
+                        per_layer[layer] = per_layer.get(layer, 0) + g.flatten(1)  # a layer called twice: one mask
+                    for layer, g in per_layer.items():
+                        grads[layer].append(g)
 
         layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
         hooks = [m.register_forward_hook(watch_outputs) for m in layers]
@@ -178,7 +204,7 @@ class GroupFisher(PruningMethod):
         finally:
             for hook in hooks:
                 hook.remove()
-        stats = {layer: torch.cat([m.grad.flatten(1) for m in ms]) for layer, ms in masks.items()}
+        stats = {layer: torch.cat(g) for layer, g in grads.items()}
 
         def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
             summed, _ = _gathered(read, len(group[0].root_idxs))
@@ -197,6 +223,7 @@ def channel_cost(group: tp.Group, of: Literal["params", "macs"], areas: dict[nn.
         if isinstance(layer, nn.Conv2d | nn.Linear):
             out_side = fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) or _is_depthwise(layer)
             weights = layer.weight[0].numel() if out_side else layer.weight[:, 0].numel()
+            weights *= len(item.idxs) // max(1, len(set(item.root_idxs)))  # inputs per channel of a flattened map
             if of == "macs":
                 cost += weights * areas.get(layer, 1)
             elif not isinstance(layer, ChannelPad):

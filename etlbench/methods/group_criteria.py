@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import warnings
-from types import SimpleNamespace
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from etlbench.backbones import ChannelPad
 from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
 from etlbench.surgery import ROOT_TYPES, Budget, PruneOutcome, Scorer, dependency_graph, ignored_layers
 from etlbench.train import TaskModel
@@ -136,15 +136,17 @@ class Hessian(GroupCriterion):
 
 
 class OBDC(GroupCriterion):
-    """OBD with per-sample Fisher diagonals from Kronecker factors, from ``batches`` training batches (Wang et al.,
-    "EigenDamage: Structured Pruning in the Kronecker-Factored Eigenbasis", ICML 2019; Torch-Pruning's
-    ``OBDCImportance``).
+    """OBD with the exact per-sample empirical Fisher diagonal, from ``batches`` training batches (the ``fisher_diag``
+    criterion of the code of Wang et al., "EigenDamage: Structured Pruning in the Kronecker-Factored Eigenbasis",
+    ICML 2019; Torch-Pruning's ``OBDCImportance``).
 
     ``w^2`` times the diagonal of each layer's empirical Fisher, built from per-sample weight gradients (layer inputs
-    times output gradients) of batches of 32. Torch-Pruning's variant: the diagonal in the weights' own basis, not the
-    eigenbasis the paper reparameterises the network into."""
+    times output gradients) of batches of 32, on the output side of the group's convolutions and linear layers only
+    (``hessian`` also scores input sides and norms). Not the Kronecker-factored eigenbasis the paper reparameterises
+    the network into; depthwise convolutions are not scored (the rest of their group is)."""
 
     name = "obdc"
+    _SCORED = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 
     def __init__(self, batches: int = 4, policy: Policy = "global", max_layer_ratio: float = 0.95):
         super().__init__(policy, max_layer_ratio)
@@ -156,14 +158,20 @@ class OBDC(GroupCriterion):
 
     def importance(self, model: TaskModel, ctx: PruneContext) -> Scorer:
         importance = self.criterion(model)
-        # What _prepare_model reads of a pruner to find the layers to hook (a MetaPruner's own attention hook
-        # returns None for other groups in Torch-Pruning 1.6.1): the hooks keep each layer's input and output gradient
-        groups = SimpleNamespace(DG=dependency_graph(model, ctx.size), ignored_layers=ignored_layers(model),
-                                 root_module_types=list(ROOT_TYPES), _downstream_node_as_root_if_attention=lambda g: g)
-        importance._prepare_model(model, groups)
+        # The layers Torch-Pruning's _prepare_model would hook, hooked here with handles that are removed again
+        # (its _rm_hooks empties every hook of the module and leaves the backward-hook kind set on it)
+        groups = dependency_graph(model, ctx.size).get_all_groups(ignored_layers=ignored_layers(model),
+                                                                 root_module_types=list(ROOT_TYPES))
+        importance.modules = list({item.dep.layer: None for g in groups for item in g
+                                   if isinstance(item.dep.layer, ROOT_TYPES) and item.dep.handler in self._SCORED
+                                   and not isinstance(item.dep.layer, ChannelPad)})
+        handles = []
         try:
+            for m in importance.modules:
+                handles += [m.register_forward_pre_hook(importance._save_input),
+                            m.register_full_backward_hook(importance._save_grad_output)]
             with gradient_pass(model), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*non-full backward hook")  # Torch-Pruning's hooks
+                warnings.filterwarnings("ignore", message="Full backward hook is firing")  # the stem: image input
                 for x, y in ctx.training_batches(32 * self.batches):
                     model.zero_grad(set_to_none=True)
                     ctx.data.task.loss(model(x), y).backward()
@@ -171,12 +179,13 @@ class OBDC(GroupCriterion):
                 grads = {m.weight: m.weight.grad.detach().clone() for m in importance.modules
                          if m.weight.grad is not None}
         finally:
-            importance._rm_hooks(model)
+            for handle in handles:
+                handle.remove()
         # Torch-Pruning 1.6.1 appends a bias column to the Fisher but never reads it, and looks up a Fisher for every
         # convolution of a group before it asks whether the layer is scored (depthwise ones and the head are not)
         for m in model.modules():
             if m in importance.Fisher and m.bias is not None:
                 importance.Fisher[m] = importance.Fisher[m][:, :-1]
-            elif isinstance(m, nn.Conv2d | nn.Linear) and m not in importance.Fisher:
+            elif isinstance(m, ROOT_TYPES) and m not in importance.Fisher:
                 importance.Fisher[m] = torch.zeros(())  # looked up, never used
         return _WithGradients(importance, grads)
