@@ -195,6 +195,17 @@ def _check_scalars(raw: dict[str, Any], source: str) -> None:
         raise _fail(source, "seeds", "expected a non-empty list of integers, got []")
 
 
+def _check_kinds(tasks: dict[str, str | None], methods: dict[str, dict[str, Any]], source: str) -> None:
+    """Every method must apply to every task's kind (ETL's probes are defined for classification and regression)."""
+    for task in tasks:
+        kind = TASKS.get(task).kind
+        for name in methods:
+            kinds = METHODS.get(name).task_kinds
+            if kind not in kinds:
+                raise _fail(source, "methods", f"method {name!r} does not apply to task {task!r} ({kind}); it takes "
+                                               f"{' and '.join(kinds)} tasks")
+
+
 def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     """Validate a spec mapping (see the presets for examples) into an :class:`ExperimentSpec`."""
     allowed = {f.name for f in dataclasses.fields(ExperimentSpec)}
@@ -216,8 +227,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     except ConfigError as err:
         raise _fail(source, err.key, str(err)) from err
     methods = _methods(raw["methods"], source)
+    tasks = _tasks(raw["tasks"], raw.get("data_root"), source)
+    _check_kinds(tasks, methods, source)
     return ExperimentSpec(
-        name=str(raw.get("name", Path(source).stem)), tasks=_tasks(raw["tasks"], raw.get("data_root"), source),
+        name=str(raw.get("name", Path(source).stem)), tasks=tasks,
         methods=methods, compressions=_compressions(raw["compressions"], methods, source),
         seeds=tuple(raw.get("seeds", [0])), backbone=backbone, backbone_weights=weights,
         input_size=raw.get("input_size"), data_root=raw.get("data_root"), max_train=raw.get("max_train"),

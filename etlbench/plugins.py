@@ -45,6 +45,10 @@ TASKS: dict[str, Builtin] = {
                    "mae_years (lower is better); labels 'age'; default dataset utkface"),
     "gender": Builtin("etlbench.tasks.face:Gender", "binary gender (0 male, 1 female); accuracy",
                       "accuracy (higher is better); labels 'gender'; default dataset utkface"),
+    "verification": Builtin("etlbench.tasks.face:Verification",
+                            "face verification on pairs (LFW protocol), the embedding as head, contrastive training; "
+                            "accuracy, AUC, TAR at FAR 1e-3",
+                            "accuracy (higher is better); labels 'identity'; default dataset lfw_pairs"),
 }
 
 #: Append-only: a method's place here is its colour and marker in every figure (report.figures.method_style).
@@ -104,9 +108,9 @@ METHODS: dict[str, Builtin] = {
                       'removing it saves, from ``samples`` training images (Liu et al., "Group Fisher Pruning for '
                       'Practical Network Compression", ICML 2021).'),
     "obdc": Builtin("etlbench.methods.group_criteria:OBDC",
-                    "OBD with per-sample Fisher diagonals from Kronecker factors, from ``batches`` training batches "
-                    '(Wang et al., "EigenDamage: Structured Pruning in the Kronecker-Factored Eigenbasis", ICML 2019; '
-                    "Torch-Pruning's ``OBDCImportance``)."),
+                    "OBD with the exact per-sample empirical Fisher diagonal, from ``batches`` training batches (the "
+                    '``fisher_diag`` criterion of the code of Wang et al., "EigenDamage: Structured Pruning in the '
+                    "Kronecker-Factored Eigenbasis\", ICML 2019; Torch-Pruning's ``OBDCImportance``)."),
 }
 
 SYNTHETIC = "synthetic"

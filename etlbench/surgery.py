@@ -102,8 +102,10 @@ ROOT_TYPES = (nn.Conv2d, nn.Linear)
 
 
 def ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers whose outputs are never pruned: the task head's."""
-    return [model.head.fc] if hasattr(model, "head") else []
+    """The layers whose outputs are never pruned: the head's last convolution or linear layer (a task head's
+    outputs, or the width of an embedding)."""
+    layers = [m for m in model.head.modules() if isinstance(m, ROOT_TYPES)] if hasattr(model, "head") else []
+    return layers[-1:]
 
 
 def dependency_graph(model: nn.Module, size: tuple[int, int]) -> tp.DependencyGraph:

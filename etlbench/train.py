@@ -40,10 +40,16 @@ class TaskModel(nn.Module):
 
 def build_task_model(source: SourceNetwork, task: Task, train_targets: np.ndarray, cut: str | None = None,
                      seed: int = 0) -> TaskModel:
-    """A copy of the source trunk up to ``cut`` (all of it for ``None``) with a fresh, seeded head."""
+    """A copy of the source trunk up to ``cut`` (all of it for ``None``) with a fresh, seeded head; for
+    verification, a copy of the source's own embedding (on the whole trunk only)."""
     points = {p.name: p for p in source.cut_points()}
     last = cut or list(points)[-1]
     trunk = copy.deepcopy(source.trunk(cut))
+    if task.kind == "verification":
+        if last != list(points)[-1]:
+            raise ValueError(f"task {task.name} reads the source's embedding, which needs the whole trunk; "
+                             f"got a cut at {cut!r}")
+        return TaskModel(trunk, copy.deepcopy(source.embedding))
     torch.manual_seed(seed)
     return TaskModel(trunk, task.make_head(points[last].channels, train_targets))
 
@@ -311,10 +317,11 @@ def _better(task: Task, a: float, b: float | None) -> bool:
     return b is None or (a > b if task.higher_is_better else a < b)
 
 
-def _batches(n: int, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Batches of a new permutation every epoch, without end (each epoch ends with its remainder)."""
+def _batches(task: Task, targets: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Batches of a new permutation every epoch (in the task's :meth:`~Task.batch_order`), without end (each epoch
+    ends with its remainder)."""
     while True:
-        yield from iterate_batches(np.empty(n), batch_size, rng.permutation(n))
+        yield from iterate_batches(targets, batch_size, task.batch_order(rng.permutation(len(targets)), targets))
 
 
 def _schedule(total_steps: int, warmup: float) -> Callable[[int], float]:
@@ -371,7 +378,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
 
     checkpoint()
     set_train_mode(model, freeze_norm_stats=cfg.norm == "frozen")
-    for b in _batches(len(x_train), cfg.batch_size, rng):
+    for b in _batches(task, y_train, cfg.batch_size, rng):
         if step >= total_steps:
             break
         x, y = torch.from_numpy(x_train[b]), torch.from_numpy(y_train[b])

@@ -34,6 +34,7 @@ from etlbench.train import (
     TrainConfig,
     TrainResult,
     build_task_model,
+    evaluate,
     fine_tune,
     predict,
     prepare,
@@ -122,10 +123,7 @@ def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -
     if dataset.synthetic:
         row["note"] = " ".join(dataset.notes)
 
-    probe = linear_probe(source, data, size, seed=spec.seed)
-    row.update({"probe_cut": probe.cut, "probe_metric": probe.metrics[task.metric_name],
-                "probe_metrics": probe.metrics, "probe_val_metric": probe.val_metrics[task.metric_name],
-                "probe_seconds": probe.feature_seconds + probe.fit_seconds})
+    row.update(_floor(source, data, size, spec.seed))
 
     model = build_task_model(source, task, data.targets["train"], seed=spec.seed).to(device)
     result = probe_then_fine_tune(model, data, source.preprocess, size, spec.train, spec.seed)
@@ -143,6 +141,23 @@ def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -
     return model, row
 
 
+def _floor(source: SourceNetwork, data: TaskData, size: tuple[int, int], seed: int) -> dict[str, Any]:
+    """The row's floor: the frozen linear probe of the source's features, or for verification the frozen source's
+    own embedding (nothing trained)."""
+    task = data.task
+    if task.kind == "verification":
+        start = time.perf_counter()
+        frozen = build_task_model(source, task, data.targets["train"])
+        val, test = (evaluate(frozen, task, data.images[s], data.targets[s], source.preprocess, size)
+                     for s in ("val", "test"))
+        return {"probe_cut": None, "probe_metric": test[task.metric_name], "probe_metrics": test,
+                "probe_val_metric": val[task.metric_name], "probe_seconds": time.perf_counter() - start}
+    probe = linear_probe(source, data, size, seed=seed)
+    return {"probe_cut": probe.cut, "probe_metric": probe.metrics[task.metric_name], "probe_metrics": probe.metrics,
+            "probe_val_metric": probe.val_metrics[task.metric_name],
+            "probe_seconds": probe.feature_seconds + probe.fit_seconds}
+
+
 def probe_then_fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int],
                          cfg: TrainConfig, seed: int, teacher: np.ndarray | None = None) -> TrainResult:
     """The recipe of the transfer baseline, and of every pruned model's recovery: :func:`~etlbench.train.prepare`
@@ -153,9 +168,10 @@ def probe_then_fine_tune(model: TaskModel, data: TaskData, preprocess: Preproces
     start = time.perf_counter()
     x, y = data.images["train"], data.targets["train"]
     prepare(model, x, preprocess, size, cfg, seed)
-    probe = fit_probe(data.task, trunk_features(model.trunk, x, preprocess, size), y, seed, tol=PROBE_TOL,
-                      scale_floor=PROBE_SCALE_FLOOR)
-    head_from_probe(model.head, probe, data.task)
+    if data.task.kind != "verification":  # verification's head is the source's trained embedding
+        probe = fit_probe(data.task, trunk_features(model.trunk, x, preprocess, size), y, seed, tol=PROBE_TOL,
+                          scale_floor=PROBE_SCALE_FLOOR)
+        head_from_probe(model.head, probe, data.task)
     setup_seconds = time.perf_counter() - start
     result = fine_tune(model, data, preprocess, size, cfg, seed=seed, teacher=teacher)
     for point in result.history:

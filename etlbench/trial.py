@@ -25,6 +25,7 @@ from etlbench.methods import PruneContext, PruningMethod, create_method, full_pa
 from etlbench.model_io import load_pruned
 from etlbench.results import failure, header
 from etlbench.surgery import Budget
+from etlbench.tasks import create_task
 from etlbench.train import (
     TaskModel,
     TrainConfig,
@@ -82,6 +83,10 @@ class TrialSpec:
         """The configured method and budget (``None``: the method's own operating point); a parameter the method
         does not take, a value of the wrong type or a budget it cannot use raises :class:`ConfigError` here."""
         method = create_method(self.method, **self.method_params)
+        kind = create_task(self.task).kind
+        if kind not in method.task_kinds:
+            raise ConfigError(f"method {self.method!r} does not apply to task {self.task!r} ({kind}); it takes "
+                              f"{' and '.join(method.task_kinds)} tasks", key="method")
         if self.compression is None:
             if not method.chooses_operating_point:
                 raise ConfigError(f"method {self.method!r} cannot choose its own operating point ('auto'): give a "

@@ -111,3 +111,66 @@ def test_lfw_folds_are_identity_disjoint(real_data_root) -> None:
     images, targets = split_by_folds(arrays, "lfw_pairs", train=(0, 1, 2, 3), val=(4,), test=(5, 6, 7, 8, 9))
     assert len(targets["test"]) == 3000 and targets["test"][:, 2].sum() == 1500
     assert len(images["train"]) + len(images["val"]) + len(images["test"]) == 7701
+
+
+def test_training_batches_hold_two_images_of_an_identity_where_it_has_two() -> None:
+    import torch
+
+    from etlbench.tasks import create_task
+
+    task = create_task("verification")
+    identities = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4])
+    order = np.random.default_rng(0).permutation(len(identities))
+    grouped = task.batch_order(order, identities)
+    assert sorted(grouped.tolist()) == list(range(len(identities)))  # a reordering, nothing lost
+    units = grouped.reshape(-1, 2) if len(grouped) % 2 == 0 else grouped[:-1].reshape(-1, 2)
+    same = [identities[a] == identities[b] for a, b in units]
+    assert sum(same) == 4  # identity 0 gives one pair, 2 one, 4 two; the odd ones pair up with each other
+    first = {i: int(np.flatnonzero(order == i)[0]) for i in range(len(identities))}
+    assert [first[u[0]] for u in units] == sorted(first[u[0]] for u in units)  # in the permutation's order
+    assert np.array_equal(create_task("gender").batch_order(order, identities), order)  # others: unchanged
+
+    e = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]], requires_grad=True)
+    y = torch.tensor([0, 0, 1, 1])
+    # same identities coincide; different ones are sqrt(2) > margin 1 apart
+    assert task.loss(e, y).item() == pytest.approx(0, abs=1e-12)
+    near = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    loss = task.loss(near, torch.tensor([0, 0, 1]))
+    n = torch.nn.functional.normalize(near, dim=1)
+    d01, d02, d12 = (n[0] - n[1]).norm(), (n[0] - n[2]).norm(), (n[1] - n[2]).norm()
+    expected = d01**2 + ((1 - d02).clamp(min=0) ** 2 + (1 - d12).clamp(min=0) ** 2) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_etl_is_refused_for_verification_before_anything_runs() -> None:
+    from etlbench.config import SpecError, parse_spec
+
+    with pytest.raises(SpecError, match=r"method 'etl' does not apply to task 'verification' \(verification\)"):
+        parse_spec({"tasks": {"verification": {"dataset": "synthetic"}}, "methods": ["magnitude", "etl"],
+                    "compressions": [4]})
+
+
+@pytest.mark.slow
+def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path) -> None:
+    """On synthetic faces: the transfer baseline, its floor (the frozen source's own embedding, nothing trained)
+    and a pruned model whose embedding keeps its 128 dimensions, scored by the LFW protocol."""
+    from dataclasses import replace
+
+    import torch
+
+    from etlbench.train import TrainConfig
+    from etlbench.transfer import TransferSpec
+    from etlbench.trial import RECOVERY, TrialSpec, baseline_model, train_trial
+
+    setting = TransferSpec(task="verification", dataset="synthetic", max_train=64, seed=1,
+                           train=TrainConfig(epochs=1, batch_size=16)).resolved()
+    spec = TrialSpec(setting, method="taylor", compression=4, recovery=replace(RECOVERY, max_steps=2, batch_size=16))
+    row, model = train_trial(spec, tmp_path)
+    assert row["status"] == "trained", row.get("error")
+    assert 0.4 < row["metric"] <= 1 and 0 < row["metrics"]["auc"] <= 1 and "accuracy_std" in row["metrics"]
+    assert row["linear_probe_metric"] is not None and row["retention"] == pytest.approx(
+        row["metric"] / row["baseline_metric"])
+    base = baseline_model(spec, tmp_path)
+    assert sum(p.numel() for p in model.parameters()) < 0.4 * sum(p.numel() for p in base.parameters())
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 112, 112)).shape == base(torch.zeros(2, 3, 112, 112)).shape == (2, 128)

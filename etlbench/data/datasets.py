@@ -88,7 +88,16 @@ def resize_images(images: np.ndarray, size: tuple[int, int], chunk: int = 512) -
 
 
 def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed: int = 0) -> TaskData:
-    """Select the task's samples per split; ``max_train`` keeps a seeded random subset of the train split."""
+    """Select the task's samples per split; ``max_train`` keeps a seeded random subset of the train split.
+    Verification splits by pair folds (:func:`etlbench.verification.split_by_folds`)."""
+    if task.kind == "verification":
+        from etlbench.verification import split_by_folds
+
+        images, targets = split_by_folds(dataset.arrays, str(dataset.source), **task.folds)
+        if max_train is not None and len(images["train"]) > max_train:
+            idx = np.sort(np.random.default_rng(seed).choice(len(images["train"]), max_train, replace=False))
+            images["train"], targets["train"] = images["train"][idx], targets["train"][idx]
+        return TaskData(task, dataset, images, targets)
     try:
         y = task.targets(dataset.arrays)
     except ValueError as err:

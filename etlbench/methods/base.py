@@ -34,7 +34,7 @@ from etlbench.data import TaskData
 from etlbench.errors import ConfigError
 from etlbench.registry import METHODS
 from etlbench.surgery import Budget, PruneOutcome, Scorer, prune_to_budget
-from etlbench.train import TaskModel, build_task_model, iterate_batches, set_train_mode
+from etlbench.train import TaskModel, build_task_model, iterate_batches
 
 Policy = Literal["global", "uniform"]
 
@@ -70,22 +70,24 @@ class PruneContext:
         targets, in batches: what every data-reading criterion scores with (the same images for all of a trial's
         methods that read as many)."""
         x, y = self.data.images["train"], self.data.targets["train"]
-        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed))[:images].numpy()
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.seed)).numpy()
+        order = self.data.task.batch_order(order, y)[:images]
         for b in iterate_batches(x, batch_size, order):
             yield self.source.preprocess(torch.from_numpy(x[b]), self.size), torch.from_numpy(y[b])
 
 
 @contextlib.contextmanager
 def gradient_pass(model: nn.Module) -> Iterator[None]:
-    """Train mode with the norm statistics frozen, for a criterion's backward passes; after it the model is in eval
-    mode and holds no gradients (its pruned copies and their recovery start clean)."""
+    """Eval mode (norm statistics and dropout fixed: the scores are a function of the seed) with gradients, for a
+    criterion's backward passes; after it the model holds no gradients (its pruned copies and their recovery start
+    clean)."""
     model.zero_grad(set_to_none=True)
-    set_train_mode(model, freeze_norm_stats=True)
+    model.eval()
     try:
-        yield
+        with torch.enable_grad():
+            yield
     finally:
         model.zero_grad(set_to_none=True)
-        model.eval()
 
 
 class PruningMethod:
@@ -96,6 +98,8 @@ class PruningMethod:
     starts_from: ClassVar[Literal["transfer", "source"]] = "transfer"
     #: Whether the method can choose its own operating point (``compression: auto``, no budget).
     chooses_operating_point: ClassVar[bool] = False
+    #: The kinds of task it can score channels for (a spec pairing it with another is refused).
+    task_kinds: ClassVar[tuple[str, ...]] = ("regression", "classification", "verification")
 
     def __init__(self, policy: Policy = "global", max_layer_ratio: float = 0.95):
         if policy not in ("global", "uniform"):

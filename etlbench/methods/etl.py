@@ -105,6 +105,7 @@ class ETL(PruningMethod):
     chooses_operating_point = True  # compression auto: the epsilon rule also picks the filter fraction
     #: What the probes read (the frozen ``source``, or the ``transfer``-learned trunk) and what scores the filters
     #: after the cut (the ``probe``'s coefficients, ``uniform`` width, or ``taylor``): the ablations change these.
+    task_kinds = ("regression", "classification")  # a probe for verification is not defined yet (issue 16)
     probe_of: ClassVar[Literal["source", "transfer"]] = "source"
     width: ClassVar[Literal["probe", "uniform", "taylor"]] = "probe"
 

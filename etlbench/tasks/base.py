@@ -33,7 +33,8 @@ class Task:
     """A face task. Subclasses set the class attributes and, where needed, override the hooks."""
 
     name: ClassVar[str]
-    kind: ClassVar[Literal["regression", "classification"]]
+    #: ``verification``: the network's own embedding is the head; pairs are scored (:mod:`etlbench.verification`).
+    kind: ClassVar[Literal["regression", "classification", "verification"]]
     label_key: ClassVar[str]
     num_outputs: ClassVar[int]
     metric_name: ClassVar[str]
@@ -86,6 +87,11 @@ class Task:
         """Targets of horizontally flipped images (unchanged unless the label has a left/right sense)."""
         return y
 
+    def batch_order(self, order: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """The order in which training reads the images of ``order`` (a seeded permutation), batch after batch:
+        ``order`` itself unless the loss needs images grouped (verification's pairs)."""
+        return order
+
     # ---- model --------------------------------------------------------------------------------------
     def make_head(self, in_channels: int, train_targets: np.ndarray) -> TaskHead:
         if self.kind == "regression":
@@ -99,17 +105,17 @@ class Task:
 
     def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
         """Matching a teacher's outputs (Hinton et al., "Distilling the Knowledge in a Neural Network", 2015):
-        KL divergence of the temperature-softened class distributions, scaled by T^2; for regression, the task's
-        own loss against the teacher's outputs (output matching)."""
-        if self.kind == "regression":
-            return self.loss(outputs, teacher)
+        KL divergence of the temperature-softened class distributions, scaled by T^2; for regression (and
+        embeddings), the smooth L1 loss against the teacher's outputs (output matching)."""
+        if self.kind != "classification":
+            return F.smooth_l1_loss(outputs, teacher)
         t = temperature
         return F.kl_div(F.log_softmax(outputs / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
                         reduction="batchmean") * t * t
 
     # ---- metrics ------------------------------------------------------------------------------------
     def predictions(self, outputs: np.ndarray) -> np.ndarray:
-        return outputs if self.kind == "regression" else outputs.argmax(1)
+        return outputs.argmax(1) if self.kind == "classification" else outputs
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """All metrics of the task; ``metric_name`` is the primary one."""

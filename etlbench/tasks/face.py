@@ -1,4 +1,5 @@
-"""The four face tasks of the ETL paper: head pose, emotion, age and gender."""
+"""The four face tasks of the ETL paper (head pose, emotion, age and gender) and face verification (Grundstrom
+et al.)."""
 
 from __future__ import annotations
 
@@ -105,3 +106,62 @@ class Gender(Task):
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, targets)}
+
+
+class Verification(Task):
+    """Face verification on pairs (LFW protocol), the network's own embedding as the head, trained on the train
+    folds' identities with the contrastive loss (Grundstrom et al., ICIAR 2016; Hadsell et al., CVPR 2006).
+
+    Splits come from the pair folds (:func:`etlbench.verification.split_by_folds`): the images of folds 0-3 with
+    their identities train, fold 4's pairs validate, folds 5-9's pairs test (one half of a two-half protocol). A
+    pair's score is the cosine similarity of its embeddings; test accuracy is the mean over the test folds, each at
+    the threshold chosen on the others; a single val fold is read at its own best threshold (optimistic, for
+    selection only).
+    """
+
+    name = "verification"
+    kind = "verification"
+    label_key = "identity"
+    num_outputs = 0  # the source network's embedding width
+    metric_name = "accuracy"
+    higher_is_better = True
+    default_dataset = "lfw_pairs"
+    folds: ClassVar[dict[str, tuple[int, ...]]] = {"train": (0, 1, 2, 3), "val": (4,), "test": (5, 6, 7, 8, 9)}
+    #: Of the contrastive loss, on L2-normalised embeddings (distances in [0, 2]; 1 is a cosine similarity of 0.5).
+    margin: ClassVar[float] = 1.0
+
+    def batch_order(self, order: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """``order`` regrouped into twos, in the order of their first image: two images of one identity where it has
+        them (a positive pair for the loss), else two identities' odd images, so that no two stay apart across a
+        batch boundary (batch sizes are even)."""
+        by_identity: dict[int, list[int]] = {}
+        for i in order.tolist():
+            by_identity.setdefault(int(targets[i]), []).append(i)
+        units, odd = [], []
+        for members in by_identity.values():
+            units += [members[k : k + 2] for k in range(0, len(members) - 1, 2)]
+            odd += members[-1:] if len(members) % 2 else []
+        units += [odd[k : k + 2] for k in range(0, len(odd) - 1, 2)]
+        rank = np.empty(len(targets), np.int64)
+        rank[order] = np.arange(len(order))
+        units.sort(key=lambda unit: rank[unit[0]])
+        last = odd[-1:] if len(odd) % 2 else []  # a lone image goes last, where it shifts no pair
+        return np.array([i for unit in units for i in unit] + last, dtype=np.int64)
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Contrastive loss over every pair of the batch, the same-identity and the different-identity pairs
+        averaged apart and added (a batch holds few positives): ``d^2`` for the same, ``max(0, margin - d)^2`` for
+        different identities, ``d`` the distance of L2-normalised embeddings (Hadsell, Chopra, LeCun, CVPR 2006)."""
+        e = torch.nn.functional.normalize(outputs, dim=1)
+        d = torch.cdist(e, e).clamp_min(1e-12)
+        i, j = torch.triu_indices(len(e), len(e), offset=1)
+        d, same = d[i, j], targets[i] == targets[j]
+        loss = torch.clamp(self.margin - d[~same], min=0).pow(2).mean() if (~same).any() else d.sum() * 0
+        return loss + (d[same].pow(2).mean() if same.any() else 0)
+
+    def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """``predictions``: the embeddings of a split's images; ``targets``: its pair table (a, b, same, fold)."""
+        from etlbench.verification import lfw_protocol, pair_scores
+
+        scores = pair_scores(predictions, targets[:, 0], targets[:, 1])
+        return lfw_protocol(scores, targets[:, 2], targets[:, 3]).fields()
