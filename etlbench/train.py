@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -58,6 +59,9 @@ NORM_MODES = ("frozen", "batch", "recalibrate", "reset")
 #: Where the shared recipes evaluate val (fractions of the budget): the anytime curve of quality against cost.
 ANYTIME = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4, 1.0)
 PRECISIONS = ("fp32", "bf16")
+#: What training minimises: the ``task``'s own loss, or (verification) ``identity`` classification of the train
+#: identities through a linear classifier on the embedding that is trained along and then discarded.
+OBJECTIVES = ("task", "identity")
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class TrainConfig:
     pruning; then it trains with batch statistics. ``reset`` re-estimates the statistics without re-expressing
     the start models first, so dlib's folded affine (fitted for identity statistics) then acts on normalised
     inputs: another function, re-fitted by the probe and training (a variant of the recipe search).
+    ``objective`` is what training minimises (:data:`OBJECTIVES`; ``identity`` for verification only).
     ``distill`` is the weight of matching the unpruned transfer baseline's outputs (Hinton et al. 2015);
     ``eval_at`` the fractions of the budget where val (and test, for the record) are evaluated, ``()`` after every
     epoch. ``precision`` ``bf16`` trains under bfloat16 autocast; evaluation stays fp32.
@@ -94,6 +99,7 @@ class TrainConfig:
     precision: str = "bf16"
     distill: float = 0.0
     temperature: float = 4.0
+    objective: str = "task"
     eval_at: tuple[float, ...] = ()
     eval_batch_size: int = 64
     balance_convs: bool = True  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
@@ -104,6 +110,7 @@ class TrainConfig:
             "eval_batch_size": AT_LEAST_1, "lr": NON_NEGATIVE, "temperature": POSITIVE, "trunk_lr_scale": NON_NEGATIVE,
             "weight_decay": NON_NEGATIVE, "norm": (lambda v: v in NORM_MODES, f"one of {NORM_MODES}"),
             "precision": (lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+            "objective": (lambda v: v in OBJECTIVES, f"one of {OBJECTIVES}"),
             "warmup": (lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
             "distill": (lambda v: 0 <= v <= 1, "a weight in [0, 1]"),
             "eval_at": (lambda v: 0 < v <= 1, "a fraction in (0, 1]")})
@@ -306,9 +313,11 @@ def prepare(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: 
         recalibrate_norms(model, images, preprocess, size, seed=seed)
 
 
-def _optimizer(model: TaskModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: TaskModel, cfg: TrainConfig, classifier: nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW over the trunk (at ``lr * trunk_lr_scale``) and the head and any training-only classifier (at ``lr``)."""
     trunk = [p for p in model.trunk.parameters() if p.requires_grad]
     head = [p for p in model.head.parameters() if p.requires_grad]
+    head += list(classifier.parameters()) if classifier is not None else []
     return torch.optim.AdamW([{"params": trunk, "lr": cfg.lr * cfg.trunk_lr_scale}, {"params": head, "lr": cfg.lr}],
                              weight_decay=cfg.weight_decay)
 
@@ -336,6 +345,19 @@ def _schedule(total_steps: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
+def identity_classifier(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int],
+                        cfg: TrainConfig) -> nn.Module | None:
+    """For ``objective: identity``, a linear classifier from the embedding to the train identities (drawn from the
+    global generator, which the caller seeds), trained along and discarded; else ``None``."""
+    if cfg.objective == "task":
+        return None
+    if data.task.kind != "verification":
+        raise TrainingError(f"objective {cfg.objective!r} trains verification embeddings; task {data.task.name} "
+                            f"is {data.task.kind}")
+    width = predict(model, data.images["train"][:1], preprocess, size).shape[1]
+    return nn.Linear(width, int(data.targets["train"].max()) + 1).to(model_device(model))
+
+
 def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tuple[int, int], cfg: TrainConfig,
               seed: int = 0, teacher: np.ndarray | None = None) -> TrainResult:
     """Train ``model`` in place on the train split for ``cfg``'s budget and keep the weights of the best
@@ -347,10 +369,11 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
     x_train, y_train = data.images["train"], data.targets["train"]
     total_steps = cfg.total_steps(len(x_train))
     checkpoints = set(cfg.eval_steps(len(x_train)))
-    opt = _optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total_steps, cfg.warmup))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    classifier = identity_classifier(model, data, preprocess, size, cfg)  # seeded: drawn after the seed
+    opt = _optimizer(model, cfg, classifier)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(total_steps, cfg.warmup))
     device = model_device(model)
     model.to(memory_format=torch.channels_last)
     best: dict[str, Any] = {"metric": None}
@@ -389,7 +412,7 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
         inputs = preprocess(x, size).to(device).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = model(inputs).float()
-        loss = task.loss(out, y.to(device))
+        loss = task.loss(out, y.to(device)) if classifier is None else F.cross_entropy(classifier(out), y.to(device))
         if teacher is not None and cfg.distill > 0:
             target = torch.from_numpy(teacher[b, flip.long().numpy()]).to(device)
             loss = (1 - cfg.distill) * loss + cfg.distill * task.distill_loss(out, target, cfg.temperature)

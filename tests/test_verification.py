@@ -174,3 +174,32 @@ def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path)
     assert sum(p.numel() for p in model.parameters()) < 0.4 * sum(p.numel() for p in base.parameters())
     with torch.inference_mode():
         assert model(torch.zeros(2, 3, 112, 112)).shape == base(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
+    by_identity = replace(spec, recovery=replace(spec.recovery, objective="identity"))
+    row_identity, model_identity = train_trial(by_identity, tmp_path)
+    assert row_identity["status"] == "trained" and by_identity.trial_id != spec.trial_id
+    assert model_identity.state_dict().keys() == model.state_dict().keys()  # the classifier is not kept
+
+
+def test_identity_recovery_trains_a_classifier_beside_the_embedding_only_for_verification() -> None:
+    from types import SimpleNamespace
+
+    from etlbench.backbones import create_backbone
+    from etlbench.tasks import create_task
+    from etlbench.train import TrainConfig, TrainingError, build_task_model, identity_classifier
+
+    source = create_backbone("dlib-resnet29")
+    images, identities = np.zeros((6, 64, 64, 3), np.uint8), np.array([0, 0, 1, 2, 2, 3])
+    for name, kind_ok in (("verification", True), ("gender", False)):
+        task = create_task(name)
+        model = build_task_model(source, task, identities % 2)
+        data = SimpleNamespace(task=task, images={"train": images}, targets={"train": identities})
+        assert identity_classifier(model, data, source.preprocess, (112, 112), TrainConfig()) is None
+        if kind_ok:
+            classifier = identity_classifier(model, data, source.preprocess, (112, 112),
+                                             TrainConfig(objective="identity"))
+            assert (classifier.in_features, classifier.out_features) == (128, 4)
+        else:
+            with pytest.raises(TrainingError, match="objective 'identity' trains verification embeddings"):
+                identity_classifier(model, data, source.preprocess, (112, 112), TrainConfig(objective="identity"))
+    with pytest.raises(ValueError, match="objective"):
+        TrainConfig(objective="siamese")

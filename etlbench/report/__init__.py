@@ -26,7 +26,7 @@ __all__ = ["ReportError", "load_results", "write_report"]
 
 FORMATS = ("png", "svg", "pdf")
 _BUDGET = ("samples", "epochs", "max_steps", "batch_size", "lr", "trunk_lr_scale", "warmup", "norm", "distill",
-           "precision")
+           "precision", "objective")
 
 
 def load_results(out_dir: str | Path, curves: bool = False) -> pd.DataFrame:
