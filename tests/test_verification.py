@@ -203,3 +203,10 @@ def test_identity_recovery_trains_a_classifier_beside_the_embedding_only_for_ver
                 identity_classifier(model, data, source.preprocess, (112, 112), TrainConfig(objective="identity"))
     with pytest.raises(ValueError, match="objective"):
         TrainConfig(objective="siamese")
+
+
+def test_the_report_names_verifications_floor_as_what_it_is() -> None:
+    from etlbench.report.leaderboard import floor_name
+
+    assert floor_name("verification") == "frozen source embedding (untrained)"
+    assert floor_name("gender") == floor_name("a-task-not-installed") == "frozen linear probe"

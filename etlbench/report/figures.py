@@ -27,7 +27,7 @@ import pandas as pd
 import seaborn as sns
 
 from etlbench import plugins
-from etlbench.report.leaderboard import COSTS, summarize, target_label, with_pareto
+from etlbench.report.leaderboard import COSTS, floor_name, summarize, target_label, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
@@ -99,7 +99,7 @@ def draw_tradeoff(ax: plt.Axes, summary: pd.DataFrame, trials: pd.DataFrame, cos
         ax.axhline(baseline.mean(), color="0.3", ls="--", lw=1.0, label="transfer baseline")
     probe = trials["linear_probe_metric"].dropna() if "linear_probe_metric" in trials else pd.Series(dtype=float)
     if len(probe):
-        ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label="frozen linear probe")
+        ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label=floor_name(trials["task"].iloc[0]))
     _cost_axis(ax, cost, summary[column].dropna().to_numpy())
 
 
@@ -143,7 +143,7 @@ def draw_recovery_cost(axes: list[plt.Axes], points: pd.DataFrame, styles: dict[
             ax.axvline(base.mean(), color="0.3", ls="-.", lw=1.0, label="transfer baseline's training")
         probe = points["probe_retention"].dropna()
         if len(probe):
-            ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label="frozen linear probe")
+            ax.axhline(probe.mean(), color="0.3", ls=":", lw=1.0, label=floor_name(points["task"].iloc[0]))
         ax.axhline(1.0, color="0.3", ls="--", lw=1.0)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(mticker.NullFormatter())

@@ -116,3 +116,15 @@ def with_pareto(summary: pd.DataFrame) -> pd.DataFrame:
             part = out.loc[idx]
             out.loc[idx, f"pareto_{name}"] = pareto_front(part["retention"].to_numpy(), part[column].to_numpy())
     return out
+
+
+def floor_name(task: str) -> str:
+    """What the floor row (``linear_probe_metric``) of ``task`` is: the frozen source's own embedding for
+    verification, the frozen linear probe of the unpruned network otherwise (or where the task is not installed)."""
+    from etlbench.registry import TASKS, UnknownNameError
+
+    try:
+        verification = TASKS.get(task).kind == "verification"
+    except UnknownNameError:
+        verification = False
+    return "frozen source embedding (untrained)" if verification else "frozen linear probe"

@@ -17,7 +17,14 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from etlbench.report.leaderboard import headline, method_scores, overall_ranks, summarize, with_pareto
+from etlbench.report.leaderboard import (
+    floor_name,
+    headline,
+    method_scores,
+    overall_ranks,
+    summarize,
+    with_pareto,
+)
 
 #: The published reference points with their citations: baselines/ at the top of the repository.
 PUBLISHED = Path(__file__).resolve().parents[2] / "baselines" / "published.yaml"
@@ -119,7 +126,7 @@ def reference_rows(trials: pd.DataFrame, task: str) -> pd.DataFrame:
     part = trials[trials["task"] == task]
     rows = [("transfer baseline (unpruned)", part["baseline_metric"])]
     if "linear_probe_metric" in part:
-        rows.append(("frozen linear probe", part["linear_probe_metric"]))
+        rows.append((floor_name(task), part["linear_probe_metric"]))
     return pd.DataFrame([{"reference": name, "metric (mean over seeds)": f"{values.dropna().mean():.4g}",
                           "seeds": int(part.loc[values.notna(), "seed"].nunique())}
                          for name, values in rows if values.notna().any()])
