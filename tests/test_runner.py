@@ -157,7 +157,10 @@ def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_r
 
 
 def _rows(db: Path) -> dict[str, tuple[str, str]]:
+    """The stored rows by trial id; none while the driver has created the file but not yet its tables."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trials'").fetchone():
+            return {}
         return {tid: (status, row) for tid, status, row in con.execute("SELECT trial_id, status, row FROM trials")}
 
 
