@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from etlbench.backbones import SourceNetwork
 from etlbench.checks import describe, fits
@@ -74,6 +75,17 @@ class PruneContext:
         order = self.data.task.batch_order(order, y)[:images]
         for b in iterate_batches(x, batch_size, order):
             yield self.source.preprocess(torch.from_numpy(x[b]), self.size), torch.from_numpy(y[b])
+
+
+@contextlib.contextmanager
+def hooked(handles: Iterable[RemovableHandle]) -> Iterator[None]:
+    """The hooks of ``handles`` in place for the ``with`` block only (removed even where it raises)."""
+    handles = list(handles)
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager

@@ -17,10 +17,11 @@ from typing import ClassVar, Literal
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from etlbench.backbones import ChannelPad
-from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
-from etlbench.surgery import Budget, PruneOutcome, Scorer
+from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass, hooked
+from etlbench.surgery import ROOT_TYPES, Budget, PruneOutcome, Scorer
 from etlbench.train import TaskModel
 
 _CONSUMER_FNS = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
@@ -41,20 +42,15 @@ def consumers(group: tp.Group) -> Iterator[tuple[nn.Module, list[int], list[int]
 Hook = Callable[[nn.Module, torch.Tensor], "torch.Tensor | None"]
 
 
-def read_inputs(model: nn.Module, on_input: Hook, passes: Callable[[], None]) -> None:
-    """Run ``passes`` with ``on_input(layer, input)`` called on the input of every convolution and linear layer;
-    where it returns a tensor, the layer takes that instead."""
+def input_hooks(model: nn.Module, on_input: Hook) -> list[RemovableHandle]:
+    """``on_input(layer, input)`` on the input of every convolution and linear layer; where it returns a tensor, the
+    layer takes that instead."""
 
     def hook(layer: nn.Module, args: tuple) -> tuple | None:
         replaced = on_input(layer, args[0])
         return None if replaced is None else (replaced, *args[1:])
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        passes()
-    finally:
-        for handle in handles:
-            handle.remove()
+    return [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, ROOT_TYPES)]
 
 
 class ConsumedMapImportance(tp.importance.Importance):
@@ -120,22 +116,14 @@ class HRank(PruningMethod):
             sums[layer] = sums[layer] + r.sum(0) if layer in sums else r.sum(0)
             return None
 
-        def passes() -> None:
-            nonlocal seen
-            with torch.no_grad():
-                for x, _ in ctx.training_batches(self.samples):
-                    pooled.clear()
-                    model(x)
-                    seen += len(x)
-
         model.eval()
         pools = [m.register_forward_pre_hook(lambda m, args: pooled.append(ranks(args[0])))
                  for m in model.modules() if isinstance(m, nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d)]
-        try:
-            read_inputs(model, rank, passes)
-        finally:
-            for hook in pools:
-                hook.remove()
+        with hooked(pools + input_hooks(model, rank)), torch.no_grad():
+            for x, _ in ctx.training_batches(self.samples):
+                pooled.clear()
+                model(x)
+                seen += len(x)
 
         def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
             total, count = _gathered(read, len(group[0].root_idxs))
@@ -186,24 +174,16 @@ class GroupFisher(PruningMethod):
         def watch_outputs(layer: nn.Module, args: tuple, out: torch.Tensor) -> None:
             areas[layer] = out.shape[-1] * out.shape[-2] if out.dim() == 4 else 1
 
-        def passes() -> None:
-            with gradient_pass(model):
-                for x, y in ctx.training_batches(self.samples):
-                    batch.clear()
-                    loss = len(x) * ctx.data.task.loss(model(x), y)  # the sum of per-sample losses
-                    per_layer: dict[nn.Module, torch.Tensor] = {}
-                    for (layer, _), g in zip(batch, torch.autograd.grad(loss, [m for _, m in batch]), strict=True):
-                        per_layer[layer] = per_layer.get(layer, 0) + g.flatten(1)  # a layer called twice: one mask
-                    for layer, g in per_layer.items():
-                        grads[layer].append(g)
-
-        layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-        hooks = [m.register_forward_hook(watch_outputs) for m in layers]
-        try:
-            read_inputs(model, mask, passes)
-        finally:
-            for hook in hooks:
-                hook.remove()
+        outputs = [m.register_forward_hook(watch_outputs) for m in model.modules() if isinstance(m, ROOT_TYPES)]
+        with hooked(outputs + input_hooks(model, mask)), gradient_pass(model):
+            for x, y in ctx.training_batches(self.samples):
+                batch.clear()
+                loss = len(x) * ctx.data.task.loss(model(x), y)  # the sum of per-sample losses
+                per_layer: dict[nn.Module, torch.Tensor] = {}
+                for (layer, _), g in zip(batch, torch.autograd.grad(loss, [m for _, m in batch]), strict=True):
+                    per_layer[layer] = per_layer.get(layer, 0) + g.flatten(1)  # a layer called twice: one mask
+                for layer, g in per_layer.items():
+                    grads[layer].append(g)
         stats = {layer: torch.cat(g) for layer, g in grads.items()}
 
         def combine(group: tp.Group, read: list[tuple[torch.Tensor, list[int]]]) -> torch.Tensor:
@@ -220,7 +200,7 @@ def channel_cost(group: tp.Group, of: Literal["params", "macs"], areas: dict[nn.
     cost = 0
     for item in group:
         layer, fn = item.dep.layer, item.dep.handler
-        if isinstance(layer, nn.Conv2d | nn.Linear):
+        if isinstance(layer, ROOT_TYPES):
             out_side = fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) or _is_depthwise(layer)
             weights = layer.weight[0].numel() if out_side else layer.weight[:, 0].numel()
             weights *= len(item.idxs) // max(1, len(set(item.root_idxs)))  # inputs per channel of a flattened map

@@ -17,7 +17,7 @@ import torch_pruning as tp
 from torch import nn
 
 from etlbench.backbones import ChannelPad
-from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass
+from etlbench.methods.base import Policy, PruneContext, PruningMethod, gradient_pass, hooked
 from etlbench.surgery import ROOT_TYPES, Budget, PruneOutcome, Scorer, dependency_graph, ignored_layers
 from etlbench.train import TaskModel
 
@@ -165,22 +165,15 @@ class OBDC(GroupCriterion):
         importance.modules = list({item.dep.layer: None for g in groups for item in g
                                    if isinstance(item.dep.layer, ROOT_TYPES) and item.dep.handler in self._SCORED
                                    and not isinstance(item.dep.layer, ChannelPad)})
-        handles = []
-        try:
-            for m in importance.modules:
-                handles += [m.register_forward_pre_hook(importance._save_input),
-                            m.register_full_backward_hook(importance._save_grad_output)]
-            with gradient_pass(model), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")  # the stem: image input
-                for x, y in ctx.training_batches(32 * self.batches):
-                    model.zero_grad(set_to_none=True)
-                    ctx.data.task.loss(model(x), y).backward()
-                    importance.step()
-                grads = {m.weight: m.weight.grad.detach().clone() for m in importance.modules
-                         if m.weight.grad is not None}
-        finally:
-            for handle in handles:
-                handle.remove()
+        handles = [h for m in importance.modules for h in (m.register_forward_pre_hook(importance._save_input),
+                                                             m.register_full_backward_hook(importance._save_grad_output))]
+        with hooked(handles), gradient_pass(model), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")  # the stem: image input
+            for x, y in ctx.training_batches(32 * self.batches):
+                model.zero_grad(set_to_none=True)
+                ctx.data.task.loss(model(x), y).backward()
+                importance.step()
+            grads = {m.weight: m.weight.grad.detach().clone() for m in importance.modules if m.weight.grad is not None}
         # Torch-Pruning 1.6.1 appends a bias column to the Fisher but never reads it, and looks up a Fisher for every
         # convolution of a group before it asks whether the layer is scored (depthwise ones and the head are not)
         for m in model.modules():
