@@ -110,23 +110,14 @@ def pairs_of(arrays: dict[str, np.ndarray], source: str) -> tuple[np.ndarray, np
     return a, b, same.astype(np.int64), folds
 
 
-def embed(network: nn.Module, images: np.ndarray, preprocess: Preprocess, size: tuple[int, int],
-          batch_size: int = 64) -> np.ndarray:
-    """The network's embedding of every image (eval mode, no gradients)."""
-    import torch
-
-    from etlbench.train import predict
-
-    with torch.inference_mode():
-        return predict(network, images, preprocess, size, batch_size)
-
-
 def verify(network: nn.Module, arrays: dict[str, np.ndarray], preprocess: Preprocess, size: tuple[int, int],
            source: str = "verification set") -> Verification:
     """The LFW protocol for ``network``'s embeddings of a verification set's pairs (only the images they use)."""
+    from etlbench.train import predict  # torch only where a network is run
+
     a, b, same, folds = pairs_of(arrays, source)
     rows, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
-    embeddings = embed(network, np.asarray(arrays["images"])[rows], preprocess, size)
+    embeddings = predict(network, np.asarray(arrays["images"])[rows], preprocess, size)
     return lfw_protocol(pair_scores(embeddings, inverse[: len(a)], inverse[len(a) :]), same, folds)
 
 

@@ -161,7 +161,7 @@ class Verification(Task):
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """``predictions``: the embeddings of a split's images; ``targets``: its pair table (a, b, same, fold)."""
-        from etlbench.verification import lfw_protocol, pair_scores
+        from etlbench.verification import lfw_protocol, pair_scores  # scikit-learn only when evaluating
 
         scores = pair_scores(predictions, targets[:, 0], targets[:, 1])
         return lfw_protocol(scores, targets[:, 2], targets[:, 3]).fields()
