@@ -87,6 +87,13 @@ def resize_images(images: np.ndarray, size: tuple[int, int], chunk: int = 512) -
     return out
 
 
+def _train_subset(idx: np.ndarray, max_train: int | None, seed: int) -> np.ndarray:
+    """``idx``, or a seeded random ``max_train`` of them (sorted) where there are more."""
+    if max_train is None or len(idx) <= max_train:
+        return idx
+    return np.sort(np.random.default_rng(seed).choice(idx, max_train, replace=False))
+
+
 def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed: int = 0) -> TaskData:
     """Select the task's samples per split; ``max_train`` keeps a seeded random subset of the train split.
     Verification splits by pair folds (:func:`etlbench.verification.split_by_folds`)."""
@@ -94,9 +101,8 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
         from etlbench.verification import split_by_folds
 
         images, targets = split_by_folds(dataset.arrays, str(dataset.source), **task.folds)
-        if max_train is not None and len(images["train"]) > max_train:
-            idx = np.sort(np.random.default_rng(seed).choice(len(images["train"]), max_train, replace=False))
-            images["train"], targets["train"] = images["train"][idx], targets["train"][idx]
+        idx = _train_subset(np.arange(len(images["train"])), max_train, seed)
+        images["train"], targets["train"] = images["train"][idx], targets["train"][idx]
         return TaskData(task, dataset, images, targets)
     try:
         y = task.targets(dataset.arrays)
@@ -109,8 +115,8 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
     images, targets = {}, {}
     for name, value in SPLITS.items():
         idx = np.flatnonzero(mask & (split == value))
-        if name == "train" and max_train is not None and len(idx) > max_train:
-            idx = np.sort(np.random.default_rng(seed).choice(idx, max_train, replace=False))
+        if name == "train":
+            idx = _train_subset(idx, max_train, seed)
         if len(idx) == 0:
             raise DatasetError(f"{dataset.source}: no {name} samples for task {task.name}")
         images[name], targets[name] = dataset.images[idx], y[idx]
