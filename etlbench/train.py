@@ -148,6 +148,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, float | None]] = field(default_factory=list)
     test_metrics: dict[str, float] = field(default_factory=dict)  # of the selected model
+    test_predictions: np.ndarray | None = None  # of the selected model, for the per-group metrics
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -192,8 +193,14 @@ def predict(model: nn.Module, images: np.ndarray, preprocess: Preprocess, size: 
 
 def evaluate(model: nn.Module, task: Task, images: np.ndarray, targets: np.ndarray, preprocess: Preprocess,
              size: tuple[int, int], batch_size: int = 64) -> dict[str, float]:
-    outputs = predict(model, images, preprocess, size, batch_size)
-    return task.evaluate(task.predictions(outputs), targets)
+    return scored(model, task, images, targets, preprocess, size, batch_size)[0]
+
+
+def scored(model: nn.Module, task: Task, images: np.ndarray, targets: np.ndarray, preprocess: Preprocess,
+           size: tuple[int, int], batch_size: int = 64) -> tuple[dict[str, float], np.ndarray]:
+    """The task's metrics of ``model`` on ``images`` and the predictions they were computed from."""
+    predictions = task.predictions(predict(model, images, preprocess, size, batch_size))
+    return task.evaluate(predictions, targets), predictions
 
 
 @torch.no_grad()
@@ -388,10 +395,10 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
         val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
         spent += time.perf_counter() - clock
         if _better(task, val[task.metric_name], best["metric"]):
-            test = evaluate(model, task, data.images["test"], data.targets["test"], preprocess, size,
-                            cfg.eval_batch_size)
-            best.update(metric=val[task.metric_name], val=val, test=test, step=step, samples=seen,
-                        state=copy.deepcopy(model.state_dict()))
+            test, predictions = scored(model, task, data.images["test"], data.targets["test"], preprocess, size,
+                                       cfg.eval_batch_size)
+            best.update(metric=val[task.metric_name], val=val, test=test, predictions=predictions, step=step,
+                        samples=seen, state=copy.deepcopy(model.state_dict()))
         history.append({"step": step, "samples": seen, "seconds": spent,
                         "train_loss": float(np.mean(losses)) if losses else None,
                         **{f"val_{k}": v for k, v in val.items()},
@@ -431,4 +438,5 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
     model.load_state_dict(best["state"])
     model.to(memory_format=torch.contiguous_format)
     model.eval()
-    return TrainResult(best["val"], best["step"], best["samples"], spent, seen, step, history, best["test"])
+    return TrainResult(best["val"], best["step"], best["samples"], spent, seen, step, history, best["test"],
+                       best["predictions"])

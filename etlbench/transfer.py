@@ -131,6 +131,7 @@ def _train_baseline(spec: TransferSpec, source: SourceNetwork, data: TaskData) -
     source.cpu()
     row.update({
         "metric": result.test_metrics[task.metric_name], "metrics": result.test_metrics,
+        "group_metrics": data.group_metrics("test", result.test_predictions),
         "val_metric": result.val_metrics[task.metric_name], "best_samples": result.best_samples,
         "budget_samples": spec.train.total_steps(len(data.images["train"])) * spec.train.batch_size,
         "history": result.history, "precision": spec.train.precision,

@@ -150,7 +150,8 @@ def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = 
     row: dict[str, Any] = dict(
         dataset=ctx.data.dataset.name, data_fingerprint=ctx.data.dataset.fingerprint,
         synthetic=ctx.data.dataset.synthetic, metric_name=task.metric_name, higher_is_better=task.higher_is_better,
-        baseline_metric=base["metric"], linear_probe_metric=base.get("probe_metric"), input_size=list(ctx.size),
+        baseline_metric=base["metric"], baseline_group_metrics=base.get("group_metrics", {}),
+        linear_probe_metric=base.get("probe_metric"), input_size=list(ctx.size),
         baseline_train_seconds=base["train_seconds"], baseline_samples_seen=base["samples_seen"],
         budget_of=spec.budget_of, threads=spec.threads)
 
@@ -170,6 +171,7 @@ def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = 
     model.cpu()
     metric = result.test_metrics[task.metric_name]  # of the model that val selected
     row.update(status="trained", error="", metric=metric, metrics=result.test_metrics,
+               group_metrics=ctx.data.group_metrics("test", result.test_predictions),
                retention=retention(metric, base["metric"], task.higher_is_better),
                train_seconds=result.train_seconds, samples_seen=result.samples_seen, recovery_steps=result.steps,
                val_metric=result.val_metrics[task.metric_name], recovery_best_samples=result.best_samples,

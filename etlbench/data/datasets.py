@@ -4,7 +4,7 @@ training reads."""
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +54,22 @@ def dataset_for_task(task: Task, root: str | Path | None = None) -> str:
 
 @dataclass
 class TaskData:
-    """One task's images (uint8 N x H x W x C) and checked targets per split."""
+    """One task's images (uint8 N x H x W x C) and checked targets per split, and each sample's subgroup of every
+    attribute the task reports its metric for (:meth:`Task.groups`), with the groups' names."""
 
     task: Task
     dataset: FaceData
     images: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
+    groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # split -> attribute -> group index
+    group_names: dict[str, tuple[str, ...]] = field(default_factory=dict)  # attribute -> the groups' names
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.images.values())
+
+    def group_metrics(self, split: str, predictions: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
+        """The task's metric per subgroup of ``split`` (:meth:`Task.group_metrics`) for a model's ``predictions``."""
+        return self.task.group_metrics(predictions, self.targets[split], self.groups.get(split, {}), self.group_names)
 
     def portable(self) -> TaskData:
         """The same splits without the whole dataset's arrays: what a parallel runner ships to its workers."""
@@ -112,7 +119,8 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
         raise DatasetError(f"{dataset.source}: no 'split' array (train/val/test), which task {task.name} needs")
     mask = task.sample_mask(dataset.arrays)
     split = dataset.arrays["split"]
-    images, targets = {}, {}
+    found = task.groups(dataset.arrays)
+    images, targets, groups = {}, {}, {}
     for name, value in SPLITS.items():
         idx = np.flatnonzero(mask & (split == value))
         if name == "train":
@@ -120,4 +128,5 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
         if len(idx) == 0:
             raise DatasetError(f"{dataset.source}: no {name} samples for task {task.name}")
         images[name], targets[name] = dataset.images[idx], y[idx]
-    return TaskData(task, dataset, images, targets)
+        groups[name] = {attribute: g.labels[idx] for attribute, g in found.items()}
+    return TaskData(task, dataset, images, targets, groups, {attribute: g.names for attribute, g in found.items()})

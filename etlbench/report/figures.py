@@ -27,6 +27,7 @@ import pandas as pd
 import seaborn as sns
 
 from etlbench import plugins
+from etlbench.report.groups import UNPRUNED, group_summary
 from etlbench.report.leaderboard import COSTS, floor_name, summarize, target_label, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
@@ -152,6 +153,30 @@ def draw_recovery_cost(axes: list[plt.Axes], points: pd.DataFrame, styles: dict[
         ax.set_ylabel("retention (pruned / baseline quality)")
 
 
+def draw_group_gaps(groups: pd.DataFrame, styles: dict[str, tuple]) -> plt.Figure:
+    """One task's best-worst group gap against target compression, a panel per attribute and a line per method,
+    each starting from the unpruned baseline's gap at 1x (:func:`etlbench.report.groups.group_summary`)."""
+    attributes = sorted(groups["attribute"].unique())
+    fig, axes = plt.subplots(1, len(attributes), figsize=(3.0 * len(attributes), 2.6), squeeze=False)
+    points = groups[groups["target"] != "auto"]
+    for ax, attribute in zip(axes[0], attributes, strict=True):
+        part = points[points["attribute"] == attribute]
+        start = part[part["method"] == UNPRUNED]
+        for method, rows in part[part["method"] != UNPRUNED].groupby("method"):
+            line = pd.concat([start, rows]).sort_values("log2_target")
+            colour, marker = styles.get(method, method_style(method))
+            ax.plot(2 ** line["log2_target"], line["gap"], color=colour, marker=marker, label=method, lw=1.2, ms=4)
+        ax.axhline(start["gap"].mean(), color="0.3", ls="--", lw=1.0, label="transfer baseline")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.set_xlabel("target compression (parameters)")
+        ax.set_title(attribute.replace("_", " "))
+        ax.set_ylabel("best - worst group" if ax is axes[0][0] else "")
+    fig.suptitle(f"{groups['task'].iloc[0].replace('_', ' ')}: who pays for compression", y=1.02)
+    legend_outside(fig, list(axes[0]), ncol=4)
+    return fig
+
+
 def _cost_axis(ax: plt.Axes, cost: str, values: np.ndarray) -> None:
     """Log scale where the costs span more than 3x, plain otherwise; few, readable tick labels."""
     wide = len(values) > 0 and values.min() > 0 and values.max() / values.min() > 3
@@ -234,6 +259,11 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
         axes[0].set_title(f"{task.replace('_', ' ')}: retention against recovery cost")
         legend_outside(fig, list(axes), ncol=4)
         save(fig, f"{task}-retention-vs-recovery-cost")
+
+    groups = group_summary(trials)
+    for task in sorted(groups["task"].unique()):
+        fig = draw_group_gaps(groups[groups["task"] == task], styles)
+        save(fig, f"{task}-group-gap")
 
     at = summary[summary["target"] == retention_at]
     if len(at):

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from etlbench.report.groups import UNPRUNED, fairest, group_summary
 from etlbench.report.leaderboard import (
     floor_name,
     headline,
@@ -132,12 +133,33 @@ def reference_rows(trials: pd.DataFrame, task: str) -> pd.DataFrame:
                          for name, values in rows if values.notna().any()])
 
 
+def group_table(groups: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One task's per-group rows: worst group and best-worst gap per attribute, method and target, and their change
+    against the unpruned baseline (mean ± 95% CI over seeds)."""
+    part = groups[groups["task"] == task]
+    if part.empty:
+        return pd.DataFrame()
+
+    def change(value: float, ci: float) -> str:
+        return "" if pd.isna(value) else f"{value:+.4g}" + ("" if pd.isna(ci) else f" ± {ci:.2g}")
+
+    return pd.DataFrame({
+        "attribute": part["attribute"], "method": part["method"], "target": part["target"],
+        "worst group": part["worst_group"], "worst": part["worst"].map(_num), "gap": part["gap"].map(_num),
+        "worst change": [change(v, c) if m != UNPRUNED else "" for v, c, m in
+                         zip(part["worst_change"], part["worst_change_ci95"], part["method"], strict=True)],
+        "gap change": [change(v, c) if m != UNPRUNED else "" for v, c, m in
+                       zip(part["gap_change"], part["gap_change_ci95"], part["method"], strict=True)],
+        "seeds": part["seeds"], "smallest group": part["smallest_group"]}).reset_index(drop=True)
+
+
 def build(trials: pd.DataFrame) -> dict[str, Any]:
     """Everything the pages show, as DataFrames: summary (one row per point), scores, overall ranks, tables."""
     summary = with_pareto(summarize(trials))
     summary["point"] = summary.apply(_point, axis=1)
     scores = method_scores(summary)
     tasks = sorted(summary["task"].unique())
+    groups = group_summary(trials)
     meta = trials.dropna(subset=["metric_name"]).drop_duplicates("task").set_index("task")
     return {"summary": summary, "scores": scores, "overall": overall_ranks(scores), "tasks": tasks,
             "metric": {t: (meta.loc[t, "metric_name"], bool(meta.loc[t, "higher_is_better"])) if t in meta.index
@@ -146,6 +168,7 @@ def build(trials: pd.DataFrame) -> dict[str, Any]:
             "task_tables": {t: task_table(summary, scores, t) for t in tasks},
             "details": {t: detail_table(summary, t) for t in tasks},
             "references": {t: reference_rows(trials, t) for t in tasks}, "published": published(),
+            "groups": {t: group_table(groups, t) for t in tasks}, "fairest": fairest(groups),
             "synthetic": _synthetic_warning(trials)}
 
 
@@ -188,13 +211,24 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
                 markdown_table(report["details"][task]), "", "</details>", ""]
         out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-metric-vs-params")]
         out += [""]
+        if len(report["groups"][task]):
+            out += ["<details><summary>who pays for compression: per-group metric</summary>", "", _GROUPS, "",
+                    markdown_table(report["groups"][task]), "", "</details>", ""]
+            out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-group-gap")]
+            out += [""]
     out += ["## Published figures (from the papers, not measured here)", "",
             markdown_table(_published(report)), ""]
     return "\n".join(out)
 
 
 _SUMMARIES = (("Headline: the best method at the largest compressions", "headline"),
-              ("Budget-free operating points (the method chose its compression)", "operating_points"))
+              ("Budget-free operating points (the method chose its compression)", "operating_points"),
+              ("Fairest compression: the method that widened the best-worst group gap least", "fairest"))
+
+_GROUPS = ("The groups are the dataset's own labels (UTKFace's race and gender, age bands of its ages, FER2013's "
+           "classes, bands of AFLW2000's |yaw|), on the test split. Worst: the worst group's metric; gap: best minus "
+           "worst group (never negative); changes are against the unpruned transfer baseline of the same seed "
+           "(mean ± 95% CI over seeds). Small groups are noisy: see the smallest group's size.")
 
 #: Click a header to sort its table by that column (its index among its own row's cells); again to reverse. A
 #: cell that starts with a number ("0.97 ± 0.01", "95.3%", "16x") sorts by that number, before text cells
@@ -249,6 +283,10 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
                   _html_table(report["task_tables"][task]), "<details><summary>every point</summary>",
                   _html_table(report["details"][task]), "</details>"]
         parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
+        if len(report["groups"][task]):
+            parts += ["<details><summary>who pays for compression: per-group metric</summary>",
+                      f"<p>{html.escape(_GROUPS)}</p>", _html_table(report["groups"][task]), "</details>"]
+            parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-group-gap")]
     parts += ["<h2>All tasks</h2>"] + [_embed(f) for f in pngs if not f.name.startswith(tuple(report["tasks"]))]
     parts += ["<h2>Published figures (from the papers, not measured here)</h2>",
               _html_table(_published(report)), "</section>"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import itertools
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -27,6 +28,37 @@ class TaskHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(x), 1)) * self.scale + self.shift
+
+
+class Groups(NamedTuple):
+    """One attribute that partitions a dataset's samples (e.g. race): each sample's group index, and the names."""
+
+    labels: np.ndarray
+    names: tuple[str, ...]
+
+
+def label_groups(arrays: dict[str, np.ndarray], key: str, names_key: str | None = None) -> Groups | None:
+    """The groups of a label array (``None`` where the dataset lacks it), named by ``names_key`` (default
+    ``KEY_names``) where the dataset names them, else by their index."""
+    if key not in arrays:
+        return None
+    labels = np.asarray(arrays[key])
+    if labels.shape != (len(arrays["images"]),) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
+        raise LabelError(f"group array {key!r} must hold one non-negative integer per image "
+                         f"({len(arrays['images'])}); got dtype {labels.dtype} shape {labels.shape}")
+    labels = labels.astype(np.int64)
+    stored = arrays.get(names_key or f"{key}_names")
+    names = [str(n) for n in np.asarray(stored).reshape(-1)] if stored is not None else []
+    count = max(len(names), int(labels.max(initial=-1)) + 1)
+    return Groups(labels, tuple(names + [str(i) for i in range(len(names), count)]))
+
+
+def band_groups(values: np.ndarray, edges: tuple[float, ...], unit: str) -> Groups:
+    """Groups of a numeric value by bands between ``edges`` (each band includes its lower edge)."""
+    bounds = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(edges)]
+    names = (f"<{edges[0]:g}", *bounds, f">={edges[-1]:g}")
+    return Groups(np.searchsorted(np.asarray(edges), np.asarray(values).reshape(-1), side="right"),
+                  tuple(f"{n} {unit}".rstrip() for n in names))
 
 
 class Task:
@@ -83,6 +115,11 @@ class Task:
 
     valid_range: ClassVar[tuple[float, float]] = (-np.inf, np.inf)
 
+    def groups(self, arrays: dict[str, np.ndarray]) -> dict[str, Groups]:
+        """The subgroups the task's metric is also reported for, where the dataset labels them (Hooker et al.,
+        "Characterising Bias in Compressed Models", 2020): attribute -> groups; none by default."""
+        return {}
+
     def flip_targets(self, y: torch.Tensor) -> torch.Tensor:
         """Targets of horizontally flipped images (unchanged unless the label has a left/right sense)."""
         return y
@@ -120,6 +157,20 @@ class Task:
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         """All metrics of the task; ``metric_name`` is the primary one."""
         raise NotImplementedError
+
+    def group_metrics(self, predictions: np.ndarray, targets: np.ndarray, groups: dict[str, np.ndarray],
+                      names: dict[str, tuple[str, ...]]) -> dict[str, dict[str, dict[str, float]]]:
+        """The primary metric per group of each attribute (``groups``: each sample's group index), with the group's
+        size ``n``; empty groups are left out."""
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for attribute, labels in groups.items():
+            out[attribute] = {}
+            for index, name in enumerate(names[attribute]):
+                member = labels == index
+                if member.any():
+                    metric = self.evaluate(predictions[member], targets[member])[self.metric_name]
+                    out[attribute][name] = {"metric": metric, "n": int(member.sum())}
+        return out
 
     def describe(self) -> str:
         arrow = "higher is better" if self.higher_is_better else "lower is better"

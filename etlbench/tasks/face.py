@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from etlbench.tasks.base import Task
+from etlbench.tasks.base import Groups, Task, band_groups, label_groups
 
 
 def mean_absolute_error(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -49,6 +49,12 @@ class HeadPose(Task):
             return np.asarray(arrays["pose_valid99"]).astype(bool)
         return super().sample_mask(arrays)
 
+    def groups(self, arrays: dict[str, np.ndarray]) -> dict[str, Groups]:
+        """By |yaw| band (< 30, 30-60, >= 60 degrees)."""
+        if self.label_key not in arrays:
+            return {}
+        return {"abs_yaw": band_groups(np.abs(np.asarray(arrays[self.label_key])[:, 0]), (30, 60), "deg")}
+
     def flip_targets(self, y: torch.Tensor) -> torch.Tensor:
         """A mirrored face turns the other way: yaw and roll change sign, pitch does not."""
         return y * torch.tensor([-1.0, 1.0, -1.0], dtype=y.dtype)
@@ -71,9 +77,25 @@ class Emotion(Task):
     higher_is_better = True
     default_dataset = "fer2013"
 
+    def groups(self, arrays: dict[str, np.ndarray]) -> dict[str, Groups]:
+        """Per emotion class (the accuracy of a class is its recall)."""
+        found = label_groups(arrays, self.label_key, "class_names")
+        return {"class": found} if found else {}
+
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, targets),
                 "macro_f1": macro_f1(predictions, targets)}
+
+
+AGE_BANDS = (18, 30, 45, 60)  # years: children, young adults, adults, middle-aged, seniors
+
+
+def demographic_groups(arrays: dict[str, np.ndarray], age_bands: bool) -> dict[str, Groups]:
+    """UTKFace's own labels: race (5 groups) and gender, and (``age_bands``) age bands where the dataset has ages."""
+    found = {key: label_groups(arrays, key) for key in ("race", "gender")}
+    if age_bands and "age" in arrays:
+        found["age_band"] = band_groups(np.asarray(arrays["age"]), AGE_BANDS, "years")
+    return {k: v for k, v in found.items() if v is not None}
 
 
 class Age(Task):
@@ -89,6 +111,10 @@ class Age(Task):
     unit = "years"
     valid_range = (0.0, 130.0)
 
+    def groups(self, arrays: dict[str, np.ndarray]) -> dict[str, Groups]:
+        """By race and gender (UTKFace's labels)."""
+        return demographic_groups(arrays, age_bands=False)
+
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {self.metric_name: float(mean_absolute_error(predictions, targets).mean())}
 
@@ -103,6 +129,10 @@ class Gender(Task):
     metric_name = "accuracy"
     higher_is_better = True
     default_dataset = "utkface"
+
+    def groups(self, arrays: dict[str, np.ndarray]) -> dict[str, Groups]:
+        """By race, gender and age band (UTKFace's labels)."""
+        return demographic_groups(arrays, age_bands=True)
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, targets)}
