@@ -5,6 +5,7 @@ commands:
   transfer  train the transfer baseline of a task: the whole source network fine-tuned with a new head
   prune     one trial: prune to a budget, recover, evaluate and measure; prints its row
   run       an experiment (a preset or a YAML spec) on Ray into a results database; --resume goes on with it
+  evaluate  score every stored model of a run on another dataset of the same task (cross-dataset evaluation)
   report    the leaderboard (Markdown, CSV, HTML) and figures of a results folder
 
 Every error of the input is one line, "etlbench: error: ..." (exit 2; --debug or ETLBENCH_DEBUG=1 shows the
@@ -223,6 +224,28 @@ def _print_run(summary: dict[str, Any]) -> None:
     print("\n".join(run_summary_lines(RunSummary(**summary))))
 
 
+def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.evaluate import evaluate_run
+
+    summary = evaluate_run(args.dir, args.dataset, task=args.task, data_root=args.data_root,
+                           log=lambda line: print(line, file=sys.stderr))
+    if not args.no_report:
+        from etlbench.report import write_report
+
+        summary["report"] = write_report(args.dir)["written"]
+    return summary
+
+
+def _print_evaluate(summary: dict[str, Any]) -> None:
+    counts = ", ".join(f"{n} {status}" for status, n in summary["evaluated"].items())
+    print(f"evaluated on {summary['dataset']} (fingerprint {summary['fingerprint']}): {counts} in "
+          f"{summary['seconds']:.1f} s")
+    for task, reason in summary["skipped"].items():
+        print(f"  skipped {task}: {reason}")
+    if summary.get("report"):
+        print(f"report rewritten: {len(summary['report'])} files")
+
+
 def _report(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.report import write_report
 
@@ -321,6 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of the live progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=_run, show=_print_run)
+
+    p = sub.add_parser("evaluate", help="score every stored model of a run on another dataset of the same task")
+    p.add_argument("dir", help="the --out folder of `etlbench run`")
+    p.add_argument("--dataset", required=True, help="a canonical .npz file or a registered dataset name")
+    p.add_argument("--task", help="evaluate only this task's models (default: every task the dataset has labels for)")
+    p.add_argument("--data-root", help="folder of the registered datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite the run's report afterwards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_evaluate, show=_print_evaluate)
 
     p = sub.add_parser("report", help="write the leaderboard (md, csv, html) and figures of a run's results")
     p.add_argument("dir", help="the --out folder of `etlbench run`")

@@ -20,7 +20,7 @@ import yaml
 from etlbench.backbones import BACKBONES, DEFAULT_BACKBONE, check_backbone, weights_path
 from etlbench.checks import AT_LEAST_1, INPUT_SIZE, NON_NEGATIVE, Rule, check_compression, check_value
 from etlbench.data import dataset_for_task
-from etlbench.errors import ConfigError, SpecError
+from etlbench.errors import ConfigError, DatasetError, LabelError, SpecError
 from etlbench.measure import MeasureConfig
 from etlbench.methods import METHODS, create_method
 from etlbench.paths import data_root as resolve_data_root
@@ -86,10 +86,9 @@ def _section(raw: Any, source: str, section: str, default: Any) -> Any:
         raise _fail(source, f"{section}.{err.key}", str(err).removeprefix(f"{err.key}: ")) from err
 
 
-def _check_dataset(task: str, dataset: str | None, root: str | None, source: str) -> None:
+def _check_dataset(task: str, dataset: str | None, root: str | None, source: str, where: str) -> None:
     """The task's dataset must exist now, not after hours of other trials."""
     name = dataset or dataset_for_task(create_task(task), root)
-    where = f"tasks.{task}.dataset"
     if name.endswith(".npz"):
         if not Path(name).is_file():
             raise _fail(source, where, f"dataset file {name} does not exist")
@@ -124,22 +123,46 @@ def _named(raw: Any, empty: Any, source: str, section: str) -> Any:
     return {name: empty for name in raw}
 
 
-def _tasks(raw: Any, root: str | None, source: str) -> dict[str, str | None]:
+def _tasks(raw: Any, root: str | None, source: str) -> tuple[dict[str, str | None], dict[str, tuple[str, ...]]]:
+    """Each task's dataset, and the extra datasets its models are also scored on (``also_test``)."""
     raw = _named(raw, None, source, "tasks")
     if not isinstance(raw, dict):
         raise _fail(source, "tasks", f"expected a list or a mapping of tasks, got {raw!r}")
     tasks: dict[str, str | None] = {}
+    also: dict[str, tuple[str, ...]] = {}
     for task, options in raw.items():
         _known(TASKS, task, source, f"tasks.{task}")
         options = options or {}
-        if not isinstance(options, dict) or set(options) - {"dataset"}:
-            raise _fail(source, f"tasks.{task}", "takes only 'dataset'")
+        if not isinstance(options, dict) or set(options) - {"dataset", "also_test"}:
+            raise _fail(source, f"tasks.{task}", "takes only 'dataset' and 'also_test'")
         dataset = options.get("dataset")
         if dataset is not None and not str(dataset).endswith(".npz"):
             _known(DATASETS, dataset, source, f"tasks.{task}.dataset")
-        _check_dataset(task, dataset, root, source)
+        _check_dataset(task, dataset, root, source, f"tasks.{task}.dataset")
         tasks[task] = dataset
-    return tasks
+        extra = options.get("also_test") or []
+        if not isinstance(extra, list) or not all(isinstance(d, str) for d in extra):
+            raise _fail(source, f"tasks.{task}.also_test", f"expected a list of datasets (.npz files or names), "
+                                                          f"got {extra!r}")
+        for i, name in enumerate(extra):
+            _check_scorable(task, name, root, source, f"tasks.{task}.also_test[{i}]")
+        if extra:
+            also[task] = tuple(extra)
+    return tasks, also
+
+
+def _check_scorable(task: str, dataset: str, root: str | None, source: str, where: str) -> None:
+    """An extra test dataset exists and has labels the task can be scored on, before anything runs."""
+    from etlbench.data import load_dataset
+    from etlbench.evaluate import evaluation_set
+
+    if not dataset.endswith(".npz"):
+        _known(DATASETS, dataset, source, where)
+    _check_dataset(task, dataset, root, source, where)
+    try:
+        evaluation_set(create_task(task), load_dataset(dataset, root))
+    except (LabelError, DatasetError) as err:
+        raise _fail(source, where, str(err)) from err
 
 
 def _methods(raw: Any, source: str) -> dict[str, dict[str, Any]]:
@@ -227,10 +250,10 @@ def parse_spec(raw: dict[str, Any], source: str = "spec") -> ExperimentSpec:
     except ConfigError as err:
         raise _fail(source, err.key, str(err)) from err
     methods = _methods(raw["methods"], source)
-    tasks = _tasks(raw["tasks"], raw.get("data_root"), source)
+    tasks, also_test = _tasks(raw["tasks"], raw.get("data_root"), source)
     _check_kinds(tasks, methods, source)
     return ExperimentSpec(
-        name=str(raw.get("name", Path(source).stem)), tasks=tasks,
+        name=str(raw.get("name", Path(source).stem)), tasks=tasks, also_test=also_test,
         methods=methods, compressions=_compressions(raw["compressions"], methods, source),
         seeds=tuple(raw.get("seeds", [0])), backbone=backbone, backbone_weights=weights,
         input_size=raw.get("input_size"), data_root=raw.get("data_root"), max_train=raw.get("max_train"),

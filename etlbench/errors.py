@@ -31,6 +31,10 @@ class LabelError(EtlbenchError, ValueError):
     """Labels a task cannot use (missing array, wrong shape, out of range); names the array and the values."""
 
 
+class MissingLabels(LabelError):
+    """A dataset has no labels a task can be scored on (cross-dataset evaluation skips that task)."""
+
+
 class TrainingError(EtlbenchError, RuntimeError):
     """Training could not go on (for example the loss became NaN); the message says where."""
 

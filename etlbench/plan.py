@@ -36,6 +36,7 @@ class ExperimentSpec:
     transfer: TrainConfig = TRANSFER
     recovery: TrainConfig = RECOVERY
     measure: MeasureConfig = field(default_factory=MeasureConfig)
+    also_test: dict[str, tuple[str, ...]] = field(default_factory=dict)  # task -> other datasets to score it on
 
     def setting(self, task: str, seed: int) -> TransferSpec:
         """The resolved setting of ``task`` and ``seed``: the transfer baseline its trials start from."""

@@ -66,6 +66,9 @@ CREATE TABLE IF NOT EXISTS trials (
     trial_id TEXT PRIMARY KEY, status TEXT NOT NULL, task TEXT, method TEXT, compression REAL, seed INTEGER,
     run_id INTEGER, updated_at REAL NOT NULL, spec TEXT NOT NULL, row TEXT NOT NULL, code_version TEXT,
     experiment TEXT, backbone TEXT);
+CREATE TABLE IF NOT EXISTS evaluations (
+    trial_id TEXT NOT NULL, fingerprint TEXT NOT NULL, dataset TEXT, updated_at REAL NOT NULL, row TEXT NOT NULL,
+    code_version TEXT, PRIMARY KEY (trial_id, fingerprint));
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, started_at REAL NOT NULL, finished_at REAL, spec TEXT NOT NULL,
     environment TEXT NOT NULL, summary TEXT);
@@ -73,7 +76,8 @@ CREATE TABLE IF NOT EXISTS runs (
 
 
 class ResultsStore:
-    """``DIR/results.sqlite``: trials (one row each) and runs (spec, environment and summary of each run)."""
+    """``DIR/results.sqlite``: trials (one row each), runs (spec, environment and summary of each run) and
+    evaluations (a trial's model scored on another dataset, keyed by trial and dataset fingerprint)."""
 
     def __init__(self, path: str | Path, *, readonly: bool = False):
         """Open (and create) the database for the runner; ``readonly`` opens an existing one for reading only (the
@@ -191,6 +195,27 @@ class ResultsStore:
             if column not in df:
                 df[column] = None
         return df[list(COLUMNS) + sorted(c for c in df.columns if c not in COLUMNS)]
+
+    def put_evaluation(self, row: dict[str, Any]) -> None:
+        """Insert or replace the evaluation of ``row['trial_id']``'s model on the dataset ``row['fingerprint']``
+        (:mod:`etlbench.evaluate`); the trial's own row is never changed."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO evaluations (trial_id, fingerprint, dataset, updated_at, row, code_version) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(trial_id, fingerprint) DO UPDATE SET "
+                "dataset = excluded.dataset, updated_at = excluded.updated_at, row = excluded.row, "
+                "code_version = excluded.code_version",
+                (row["trial_id"], row["fingerprint"], row.get("dataset"), time.time(), _dumps(row),
+                 row.get("code_version")))
+
+    def evaluations(self) -> pd.DataFrame:
+        """Every cross-dataset evaluation, one row per trial and dataset (empty for a database without any)."""
+        import pandas as pd
+
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        rows = [] if "evaluations" not in tables else \
+            [json.loads(r) for (r,) in self._db.execute("SELECT row FROM evaluations ORDER BY updated_at")]
+        return pd.DataFrame(rows, columns=None if rows else ["trial_id", "fingerprint", "dataset"])
 
     def export_csv(self, path: str | Path) -> Path:
         path = Path(path)

@@ -46,7 +46,6 @@ def test_valid_file_loads_and_counts_splits(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"images": None}, "missing array 'images'"),
-    ({"split": None}, "missing array 'split'"),
     ({"images": np.zeros((30, 16, 16, 3), np.float32)}, "'images' must be uint8"),
     ({"images": np.zeros((30, 16, 16), np.uint8)}, "'images' must be uint8 N x H x W x C"),
     ({"split": np.zeros(29, np.uint8)}, "'split' must have one entry per image"),
@@ -68,6 +67,7 @@ def test_format_errors_name_file_and_key(tmp_path: Path, change: dict, message: 
     ("head_pose", {"pose": np.ones((30, 2), np.float32)}, "expected 3 value(s) per sample"),
     ("head_pose", {"pose": np.full((30, 3), np.nan, np.float32)}, "not finite"),
     ("emotion", {"label": None}, "missing label array 'label'"),
+    ("age", {"split": None}, "no 'split' array (train/val/test), which task age needs"),
 ])
 def test_label_errors_name_file_and_key(tmp_path: Path, task: str, change: dict, message: str) -> None:
     path = _write(tmp_path, **change)

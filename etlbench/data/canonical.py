@@ -1,6 +1,7 @@
 """The canonical dataset format (docs/design.md): one compressed ``.npz`` with uint8 ``images`` N x H x W x C,
-a ``split`` array (0 train, 1 val, 2 test) and label arrays named by task. Validation happens here,
-before any training, with errors that name the file and the key."""
+a ``split`` array (0 train, 1 val, 2 test; training needs it, a set that is only tested on may go without) and
+label arrays named by task. Validation happens here, before any training, with errors that name the file and the
+key."""
 
 from __future__ import annotations
 
@@ -87,9 +88,12 @@ def check_split(split: np.ndarray, source: str | Path) -> None:
 
 
 def _counts(n_images: int, arrays: dict[str, np.ndarray], source: str | Path) -> dict[str, int]:
-    """Images per split, or the images, pairs and folds of a verification set."""
-    if "split" not in arrays:
+    """Images per split, or the images, pairs and folds of a verification set, or the images of a set without
+    splits (a test set for cross-dataset evaluation)."""
+    if "pair_fold" in arrays:
         return {"images": n_images, "pairs": len(arrays["pair_fold"]), "folds": len(np.unique(arrays["pair_fold"]))}
+    if "split" not in arrays:
+        return {"images": n_images}
     check_split(arrays["split"], source)
     return {s: int((arrays["split"] == v).sum()) for s, v in SPLITS.items()}
 
@@ -147,10 +151,8 @@ def _read_header(path: Path, npz: zipfile.ZipFile, info: zipfile.ZipInfo) -> tup
 def check_structure(headers: dict[str, tuple[tuple[int, ...], np.dtype]], path: str | Path) -> None:
     """The structure of ``images`` and ``split`` from their shapes and dtypes alone (an npz's headers: before any
     array is unpacked)."""
-    needed = ("images",) if "pair_fold" in headers else ("images", "split")  # verification sets use folds
-    for key in needed:
-        if key not in headers:
-            raise _fail(path, f"missing array {key!r} (present: {sorted(headers)})")
+    if "images" not in headers:  # training needs 'split' too (task_data says so); a test set may go without
+        raise _fail(path, f"missing array 'images' (present: {sorted(headers)})")
     shape, dtype = headers["images"]
     if dtype != np.uint8 or len(shape) != 4 or shape[-1] not in (1, 3):
         raise _fail(path, f"array 'images' must be uint8 N x H x W x C with C 1 or 3; got dtype {dtype} shape {shape}")

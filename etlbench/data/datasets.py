@@ -16,6 +16,7 @@ from etlbench.paths import data_root
 from etlbench.plugins import SYNTHETIC, DatasetSpec
 from etlbench.registry import DATASETS
 from etlbench.tasks import Task
+from etlbench.tasks.base import group_metrics
 
 SYNTHETIC_SIZE = 2000
 
@@ -69,7 +70,7 @@ class TaskData:
 
     def group_metrics(self, split: str, predictions: np.ndarray) -> dict[str, dict[str, dict[str, float]]]:
         """The task's metric per subgroup of ``split`` (:meth:`Task.group_metrics`) for a model's ``predictions``."""
-        return self.task.group_metrics(predictions, self.targets[split], self.groups.get(split, {}), self.group_names)
+        return group_metrics(self.task, predictions, self.targets[split], self.groups.get(split, {}), self.group_names)
 
     def portable(self) -> TaskData:
         """The same splits without the whole dataset's arrays: what a parallel runner ships to its workers."""

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from etlbench.errors import ReportError
+from etlbench.report.cross import cross_summary, with_in_domain_groups
 from etlbench.report.scope import select
 from etlbench.results import ResultsStore
 
@@ -101,17 +102,19 @@ def write_report(out_dir: str | Path, *, figures: bool = True, tables: bool = Tr
 
     selection = select(trials, code_version=code_version, backbone=backbone, experiment=experiment)
     with ResultsStore(out_dir / "results.sqlite", readonly=True) as store:
-        runs = store.runs()
+        runs, evaluations = store.runs(), store.evaluations()
     written: list[Path] = []
     markdown, html, csv = [], [], []
     for key, part in selection.sections:
         fig_dir = out_dir / "figures" / (_slug(key) if len(selection.sections) > 1 else "")
         title, conditions = _conditions(runs, key, part)
         figure_files: list[Path] = []  # only what this call drew: never an older report's figures
+        part = with_in_domain_groups(part, evaluations)
+        cross = cross_summary(part, evaluations)
         if figures and (part["status"] == "ok").any():
-            figure_files = write_figures(part, fig_dir, formats=tuple(set(formats) | {"png"}))
+            figure_files = write_figures(part, fig_dir, formats=tuple(set(formats) | {"png"}), cross=cross)
             written += figure_files
-        report = build(part)
+        report = build(part, cross)
         markdown.append(to_markdown(report, title, conditions, [str(f.relative_to(out_dir)) for f in figure_files
                                                                  if f.suffix == ".png"]))
         html.append(to_html(report, title, conditions, figure_files))

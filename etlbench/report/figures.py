@@ -177,6 +177,31 @@ def draw_group_gaps(groups: pd.DataFrame, styles: dict[str, tuple]) -> plt.Figur
     return fig
 
 
+def draw_cross_dataset(cross: pd.DataFrame, styles: dict[str, tuple]) -> plt.Figure:
+    """One task's retention on each other dataset against its in-domain retention, a panel per dataset, a point per
+    method and target (labelled with the target), the diagonal where both are equal."""
+    datasets = sorted(cross["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.3 * len(datasets), 3.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = cross[cross["dataset"] == dataset]
+        for method, rows in part.groupby("method"):
+            colour, marker = styles.get(method, method_style(method))
+            ax.errorbar(rows["in_domain_retention"], rows["retention"], yerr=rows["retention_ci95"].fillna(0),
+                        color=colour, marker=marker, ls="none", ms=5, capsize=2, label=method)
+            for _, r in rows.iterrows():
+                ax.annotate(r["target"], (r["in_domain_retention"], r["retention"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        values = pd.concat([part["in_domain_retention"], part["retention"]]).dropna()
+        lo, hi = (values.min(), values.max()) if len(values) else (0.0, 1.0)
+        ax.plot([lo, hi], [lo, hi], color="0.5", ls="--", lw=0.8, label="cross = in-domain")
+        ax.set_xlabel("in-domain retention")
+        ax.set_ylabel("cross-dataset retention" if ax is axes[0][0] else "")
+        ax.set_title(f"on {dataset}")
+    fig.suptitle(f"{cross['task'].iloc[0].replace('_', ' ')}: retention on other datasets", y=1.02)
+    legend_outside(fig, list(axes[0]), ncol=4)
+    return fig
+
+
 def _cost_axis(ax: plt.Axes, cost: str, values: np.ndarray) -> None:
     """Log scale where the costs span more than 3x, plain otherwise; few, readable tick labels."""
     wide = len(values) > 0 and values.min() > 0 and values.max() / values.min() > 3
@@ -211,7 +236,7 @@ def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:
 
 
 def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str, ...] = ("png", "svg"),
-                  retention_at: str = "16x") -> list[Path]:
+                  retention_at: str = "16x", cross: pd.DataFrame | None = None) -> list[Path]:
     """Per task one figure per cost, one grid of all tasks x costs, and a bar chart of retention at
     ``retention_at``; returns the files written."""
     out_dir = Path(out_dir)
@@ -264,6 +289,10 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
     for task in sorted(groups["task"].unique()):
         fig = draw_group_gaps(groups[groups["task"] == task], styles)
         save(fig, f"{task}-group-gap")
+
+    cross = cross if cross is not None else pd.DataFrame(columns=["task"])
+    for task in sorted(cross["task"].unique()):
+        save(draw_cross_dataset(cross[cross["task"] == task], styles), f"{task}-cross-dataset")
 
     at = summary[summary["target"] == retention_at]
     if len(at):

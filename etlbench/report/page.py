@@ -153,7 +153,22 @@ def group_table(groups: pd.DataFrame, task: str) -> pd.DataFrame:
         "seeds": part["seeds"], "smallest group": part["smallest_group"]}).reset_index(drop=True)
 
 
-def build(trials: pd.DataFrame) -> dict[str, Any]:
+def cross_table(cross: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One task's cross-dataset rows: retention on each other dataset (mean ± 95% CI over seeds) beside the same
+    trials' in-domain retention."""
+    part = cross[cross["task"] == task] if len(cross) else cross
+    if part.empty:
+        return pd.DataFrame()
+    return pd.DataFrame({
+        "dataset": part["dataset"], "method": part["method"], "target": part["target"],
+        "metric": [f"{m} {_num(v)}" for m, v in zip(part["metric_name"], part["metric"], strict=True)],
+        "unpruned": part["baseline_metric"].map(_num),
+        "cross retention": [_retention(v, c) for v, c in zip(part["retention"], part["retention_ci95"], strict=True)],
+        "in-domain retention": part["in_domain_retention"].map(lambda v: _num(v, ".3f")), "seeds": part["seeds"],
+        "images": part["n"], "labels": part["note"]}).reset_index(drop=True)
+
+
+def build(trials: pd.DataFrame, cross: pd.DataFrame | None = None) -> dict[str, Any]:
     """Everything the pages show, as DataFrames: summary (one row per point), scores, overall ranks, tables."""
     summary = with_pareto(summarize(trials))
     summary["point"] = summary.apply(_point, axis=1)
@@ -169,6 +184,7 @@ def build(trials: pd.DataFrame) -> dict[str, Any]:
             "details": {t: detail_table(summary, t) for t in tasks},
             "references": {t: reference_rows(trials, t) for t in tasks}, "published": published(),
             "groups": {t: group_table(groups, t) for t in tasks}, "fairest": fairest(groups),
+            "cross": {t: cross_table(cross if cross is not None else pd.DataFrame(), t) for t in tasks},
             "synthetic": _synthetic_warning(trials)}
 
 
@@ -211,6 +227,11 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
                 markdown_table(report["details"][task]), "", "</details>", ""]
         out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-metric-vs-params")]
         out += [""]
+        if len(report["cross"][task]):
+            out += ["Cross-dataset: the same models on other datasets of the task (`etlbench evaluate`)", "",
+                    markdown_table(report["cross"][task]), ""]
+            out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-cross-dataset")]
+            out += [""]
         if len(report["groups"][task]):
             out += ["<details><summary>who pays for compression: per-group metric</summary>", "", _GROUPS, "",
                     markdown_table(report["groups"][task]), "", "</details>", ""]
@@ -283,6 +304,10 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
                   _html_table(report["task_tables"][task]), "<details><summary>every point</summary>",
                   _html_table(report["details"][task]), "</details>"]
         parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
+        if len(report["cross"][task]):
+            parts += ["<p>Cross-dataset: the same models on other datasets of the task (etlbench evaluate)</p>",
+                      _html_table(report["cross"][task])]
+            parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-cross-dataset")]
         if len(report["groups"][task]):
             parts += ["<details><summary>who pays for compression: per-group metric</summary>",
                       f"<p>{html.escape(_GROUPS)}</p>", _html_table(report["groups"][task]), "</details>"]

@@ -36,6 +36,7 @@ import etlbench
 from etlbench import measure
 from etlbench.data import TaskData
 from etlbench.errors import RunInterrupted, RunnerError
+from etlbench.evaluate import evaluate_run
 from etlbench.identity import RESULTS_LIBRARIES, code_version
 from etlbench.methods import METHODS, PruningMethod
 from etlbench.model_io import save_pruned
@@ -371,6 +372,10 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
         try:
             if to_train:
                 run.train(to_train, address)
+            for task, datasets in spec.also_test.items():  # in the driver, before the measurement has the machine
+                for dataset in datasets:
+                    evaluate_run(out, dataset, task=task, data_root=spec.data_root, ids=set(by_id), again=False,
+                                 log=console.print)
             if measure_now:
                 run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
         except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop

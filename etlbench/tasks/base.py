@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from etlbench.errors import LabelError
+from etlbench.errors import LabelError, MissingLabels
 
 
 class TaskHead(nn.Module):
@@ -61,6 +63,35 @@ def band_groups(values: np.ndarray, edges: tuple[float, ...], unit: str) -> Grou
                   tuple(f"{n} {unit}".rstrip() for n in names))
 
 
+@dataclass(frozen=True)
+class Scoring:
+    """How a task's model is scored on a dataset whose labels may be coded otherwise than the task's own
+    (cross-dataset evaluation): the checked targets, the predictions from the model's outputs, the metrics (the
+    primary one first) and what was reconciled, said in ``note``."""
+
+    targets: np.ndarray
+    predictions: Callable[[np.ndarray], np.ndarray]
+    evaluate: Callable[[np.ndarray, np.ndarray], dict[str, float]]
+    metric_name: str
+    higher_is_better: bool
+    note: str = ""
+
+
+def group_metrics(scoring: Scoring | Task, predictions: np.ndarray, targets: np.ndarray,
+                  groups: dict[str, np.ndarray], names: dict[str, tuple[str, ...]]) -> dict[str, dict[str, dict]]:
+    """The primary metric per group of each attribute (``groups``: each sample's group index), with the group's size
+    ``n``; empty groups are left out."""
+    out: dict[str, dict[str, dict]] = {}
+    for attribute, labels in groups.items():
+        out[attribute] = {}
+        for index, name in enumerate(names[attribute]):
+            member = labels == index
+            if member.any():
+                metric = scoring.evaluate(predictions[member], targets[member])[scoring.metric_name]
+                out[attribute][name] = {"metric": metric, "n": int(member.sum())}
+    return out
+
+
 class Task:
     """A face task. Subclasses set the class attributes and, where needed, override the hooks."""
 
@@ -75,14 +106,18 @@ class Task:
     unit: ClassVar[str] = ""
 
     # ---- labels -------------------------------------------------------------------------------------
+    def require_labels(self, arrays: dict[str, np.ndarray]) -> None:
+        """:class:`MissingLabels` (a :class:`LabelError`) where the dataset lacks the task's label array."""
+        if self.label_key not in arrays:
+            raise MissingLabels(f"missing label array {self.label_key!r} (task {self.name} needs it)")
+
     def sample_mask(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """Which samples the task uses (all by default)."""
         return np.ones(len(arrays["images"]), dtype=bool)
 
     def targets(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """The label array, checked: float32 N x k for regression, int64 N for classification."""
-        if self.label_key not in arrays:
-            raise LabelError(f"missing label array {self.label_key!r} (task {self.name} needs it)")
+        self.require_labels(arrays)
         y = np.asarray(arrays[self.label_key])
         n = len(arrays["images"])
         if len(y) != n:
@@ -158,19 +193,11 @@ class Task:
         """All metrics of the task; ``metric_name`` is the primary one."""
         raise NotImplementedError
 
-    def group_metrics(self, predictions: np.ndarray, targets: np.ndarray, groups: dict[str, np.ndarray],
-                      names: dict[str, tuple[str, ...]]) -> dict[str, dict[str, dict[str, float]]]:
-        """The primary metric per group of each attribute (``groups``: each sample's group index), with the group's
-        size ``n``; empty groups are left out."""
-        out: dict[str, dict[str, dict[str, float]]] = {}
-        for attribute, labels in groups.items():
-            out[attribute] = {}
-            for index, name in enumerate(names[attribute]):
-                member = labels == index
-                if member.any():
-                    metric = self.evaluate(predictions[member], targets[member])[self.metric_name]
-                    out[attribute][name] = {"metric": metric, "n": int(member.sum())}
-        return out
+    def scoring(self, arrays: dict[str, np.ndarray]) -> Scoring:
+        """How this task's model is scored on ``arrays`` (another dataset of the task): as on its own data unless a
+        task reconciles another label coding; :class:`MissingLabels` where the dataset has no labels for it."""
+        self.require_labels(arrays)
+        return Scoring(self.targets(arrays), self.predictions, self.evaluate, self.metric_name, self.higher_is_better)
 
     def describe(self) -> str:
         arrow = "higher is better" if self.higher_is_better else "lower is better"

@@ -3,12 +3,15 @@ et al.)."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from etlbench.tasks.base import Groups, Task, band_groups, label_groups
+from etlbench.errors import LabelError
+from etlbench.tasks.base import Groups, Scoring, Task, band_groups, label_groups
 
 
 def mean_absolute_error(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -66,6 +69,29 @@ class HeadPose(Task):
         return out
 
 
+def _names(arrays: dict[str, np.ndarray], key: str) -> list[str] | None:
+    """A dataset's names of its label values (``key``), lower case, or ``None`` where it has none."""
+    return [str(n).strip().lower() for n in np.asarray(arrays[key]).reshape(-1)] if key in arrays else None
+
+
+def recoded(labels: np.ndarray, names: list[str], vocabulary: dict[str, int], key: str, expected: str) -> np.ndarray:
+    """``labels`` (indices into ``names``) recoded to a task's classes by name (``vocabulary``: name -> class)."""
+    unknown = sorted({n for n in names if n not in vocabulary})
+    if unknown:
+        raise LabelError(f"{key}: cannot reconcile the class name(s) {unknown} with this task's classes "
+                         f"(expected {expected})")
+    lookup = np.array([vocabulary[n] for n in names], np.int64)
+    labels = np.asarray(labels).astype(np.int64)
+    if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(lookup):
+        raise LabelError(f"{key}: labels outside 0..{len(lookup) - 1}, the names it has")
+    return lookup[labels]
+
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+_EMOTION_NAMES = {**{e: i for i, e in enumerate(EMOTIONS)}, "anger": 0, "disgusted": 1, "fearful": 2, "scared": 2,
+                  "happiness": 3, "sadness": 4, "surprised": 5}
+
+
 class Emotion(Task):
     """Facial expression, 7 classes in FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral)."""
 
@@ -85,6 +111,52 @@ class Emotion(Task):
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, targets),
                 "macro_f1": macro_f1(predictions, targets)}
+
+    def scoring(self, arrays: dict[str, np.ndarray]) -> Scoring:
+        """Another dataset's classes are matched to FER2013's by name (``class_names``; "happiness" is happy);
+        where it has fewer classes, predictions are the best of the classes it has."""
+        names = _names(arrays, "class_names")
+        if names is None:
+            return replace(super().scoring(arrays), note="no class_names: labels read in FER2013's coding")
+        self.require_labels(arrays)
+        targets = recoded(arrays[self.label_key], names, _EMOTION_NAMES, "class_names", ", ".join(EMOTIONS))
+        present = np.unique(targets)
+        if len(present) == len(EMOTIONS):
+            return Scoring(targets, self.predictions, self.evaluate, self.metric_name, True)
+
+        def among_present(outputs: np.ndarray) -> np.ndarray:
+            return present[outputs[:, present].argmax(1)]
+
+        missing = [EMOTIONS[i] for i in range(len(EMOTIONS)) if i not in present]
+        return Scoring(targets, among_present, self.evaluate, self.metric_name, True,
+                       f"scored on the {len(present)} classes it has (predictions among them); missing: "
+                       f"{', '.join(missing)}")
+
+
+_RANGE = (re.compile(r"^\(?\s*(\d+)\s*(?:-|–|,|to)\s*(\d+)\s*\)?$"),  # 20-29, (25, 32), 20 to 29
+          re.compile(r"^(?:(\d+)\s*\+|more than\s*(\d+)|over\s*(\d+)|>=?\s*(\d+))$"))  # 70+, more than 70
+
+
+def age_ranges(names: list[str]) -> np.ndarray:
+    """The [low, high] years (inclusive; high may be inf) of age-group names such as ``0-2``, ``(25, 32)``,
+    ``70+`` or ``more than 70``."""
+    out = []
+    for name in names:
+        closed, open_ = _RANGE[0].match(name), _RANGE[1].match(name)
+        if closed:
+            out.append((float(closed[1]), float(closed[2])))
+        elif open_:
+            out.append((float(next(g for g in open_.groups() if g)), np.inf))
+        else:
+            raise LabelError(f"age_group_names: cannot read {name!r} as an age range in years "
+                             f"(expected e.g. '20-29', '(25, 32)', '70+' or 'more than 70')")
+    return np.array(out)
+
+
+def age_group_of(ages: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """The age group each age falls in, or the nearest group where it falls between two."""
+    a = np.asarray(ages, np.float64).reshape(-1, 1)
+    return np.maximum(np.maximum(ranges[:, 0] - a, 0), a - ranges[:, 1]).argmin(1)
 
 
 AGE_BANDS = (18, 30, 45, 60)  # years: children, young adults, adults, middle-aged, seniors
@@ -115,8 +187,33 @@ class Age(Task):
         """By race and gender (UTKFace's labels)."""
         return demographic_groups(arrays, age_bands=False)
 
+    def scoring(self, arrays: dict[str, np.ndarray]) -> Scoring:
+        """Ages in years are scored as on UTKFace; a dataset of age groups instead (``age_group`` with
+        ``age_group_names`` such as ``20-29``) as the accuracy of the group the predicted age falls in."""
+        if self.label_key in arrays or "age_group" not in arrays:
+            return super().scoring(arrays)
+        if "age_group_names" not in arrays:
+            raise LabelError("age_group: the groups need their ranges in an array 'age_group_names' (e.g. '20-29')")
+        ranges = age_ranges(_names(arrays, "age_group_names"))
+        groups = label_groups(arrays, "age_group")
+        if groups.labels.max(initial=0) >= len(ranges):
+            raise LabelError(f"age_group: values outside 0..{len(ranges) - 1}, the groups 'age_group_names' names")
+
+        def predicted_group(outputs: np.ndarray) -> np.ndarray:
+            return age_group_of(outputs[:, 0], ranges)
+
+        def evaluate(predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+            return {"age_group_accuracy": accuracy(predictions, targets)}
+
+        return Scoring(groups.labels, predicted_group, evaluate, "age_group_accuracy", True,
+                       f"scored as age-group accuracy over {len(ranges)} groups ({', '.join(groups.names)}): the "
+                       f"predicted age's group, or the nearest")
+
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {self.metric_name: float(mean_absolute_error(predictions, targets).mean())}
+
+
+_GENDER_NAMES = {"male": 0, "m": 0, "man": 0, "men": 0, "female": 1, "f": 1, "woman": 1, "women": 1}
 
 
 class Gender(Task):
@@ -136,6 +233,15 @@ class Gender(Task):
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {"accuracy": accuracy(predictions, targets)}
+
+    def scoring(self, arrays: dict[str, np.ndarray]) -> Scoring:
+        """Another dataset's genders are matched to UTKFace's coding (0 male, 1 female) by ``gender_names``."""
+        names = _names(arrays, "gender_names")
+        if names is None or self.label_key not in arrays:
+            return super().scoring(arrays)
+        targets = recoded(arrays[self.label_key], names, _GENDER_NAMES, "gender_names", "male and female")
+        return Scoring(super().scoring({**arrays, self.label_key: targets}).targets, self.predictions, self.evaluate,
+                       self.metric_name, True)
 
 
 class Verification(Task):
