@@ -66,7 +66,7 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
     trials = {(t.task, t.method, t.compression, t.seed): t for t in plan(spec)}
     ResultsStore(out / "results.sqlite").close()  # today's schema (the columns rows are scoped by)
     db = sqlite3.connect(out / "results.sqlite")
-    updates, problems = [], []
+    updates, problems, moves = [], [], []
     for tid, old, row in _stored(db):
         if old.get("code_version", "").split("+")[-1] != old_code.split("+")[-1]:
             problems.append(f"{tid}: code {old.get('code_version')}, not {old_code}")
@@ -82,15 +82,23 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
         if "model_file" in row:  # a model file of the run moves to its new name with its row
             old_file, row["model_file"] = out / row["model_file"], f"models/{new_id}.pt"
             if old_file.is_file():
-                old_file.rename(out / row["model_file"])
+                moves.append((old_file, out / row["model_file"]))
         updates.append((new_id, json.dumps(canonical(t), sort_keys=True, default=str),
                         json.dumps(row, sort_keys=True, default=str), code_version(), spec.name, row["backbone"], tid))
     if problems:
         print("not migrated; these rows do not match today's plan:\n" + "\n".join(problems), file=sys.stderr)
         return 1
-    with db:
+    with db:  # the trials, and the evaluations of their models on other datasets (etlbench evaluate)
         db.executemany("UPDATE trials SET trial_id = ?, spec = ?, row = ?, code_version = ?, experiment = ?, "
                        "backbone = ? WHERE trial_id = ?", updates)
+        for new_id, *_, tid in updates:
+            for fingerprint, text in db.execute("SELECT fingerprint, row FROM evaluations WHERE trial_id = ?",
+                                                (tid,)).fetchall():
+                db.execute("UPDATE evaluations SET trial_id = ?, row = ? WHERE trial_id = ? AND fingerprint = ?",
+                           (new_id, json.dumps({**json.loads(text), "trial_id": new_id}, sort_keys=True), tid,
+                            fingerprint))
+    for old_file, new_file in moves:  # only once every row matched
+        old_file.rename(new_file)
     db.execute("VACUUM")
     print(f"{out}: {len(updates)} rows re-keyed from code {old_code} to code {code_version()}")
     return 0
