@@ -65,7 +65,7 @@ def evaluation_set(task: Task, dataset: FaceData) -> EvaluationSet:
     is an error naming the file (:class:`MissingLabels` where it has none for the task)."""
     arrays = dataset.arrays
     if task.kind == "verification":
-        raise LabelError(f"{dataset.source}: cross-dataset evaluation of verification is not supported yet")
+        raise MissingLabels(f"{dataset.source}: cross-dataset evaluation of verification is not supported yet")
     try:
         scoring = task.scoring(arrays)
         found = task.groups(arrays)

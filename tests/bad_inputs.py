@@ -100,6 +100,13 @@ def prune(*extra: str, method: str = "magnitude", compression: str = "2") -> tup
 
 RUN = ("run", "--out", "{d}/out", "--config", "{d}/spec.yaml")
 
+
+def empty_results(folder: Path) -> None:
+    """An etlbench results database with its tables and no trials."""
+    from etlbench.results import ResultsStore
+
+    ResultsStore(folder / "results.sqlite").close()
+
 CASES: tuple[Case, ...] = (
     Case("prune --compression 0", prune(compression="0"), ("--compression", "0", "at least 1")),
     Case("prune --compression abc", prune(compression="abc"), ("--compression", "abc")),
@@ -169,6 +176,22 @@ CASES: tuple[Case, ...] = (
     Case("report: a database without etlbench's tables", ("report", "{d}"), ("results.sqlite", "trials"),
          lambda d: sqlite3.connect(d / "results.sqlite").execute("create table other (x)").connection.commit()),
     Case("report: no such folder", ("report", "{d}/missing"), ("missing",)),
+    Case("evaluate: no results database", ("evaluate", "{d}", "--dataset", "{d}/x.npz"),
+         ("results.sqlite", "no results database")),
+    Case("evaluate: dataset file missing", ("evaluate", "{d}", "--dataset", "{d}/nope.npz"), ("nope.npz", "not found"),
+         lambda d: empty_results(d)),
+    Case("evaluate: a run without stored models", ("evaluate", "{d}", "--dataset", "{d}/t.npz"),
+         ("no stored models",), lambda d: (empty_results(d), tiny_npz(d / "t.npz"))),
+    Case("spec: also_test without the task's labels", RUN,
+         ("tasks.gender.also_test[0]", "missing label array 'gender'"),
+         lambda d: (np.savez(d / "ages.npz", images=np.zeros((2, 16, 16, 1), np.uint8), age=np.ones(2)),
+                    (d / "spec.yaml").write_text(f"tasks: {{gender: {{also_test: [{d / 'ages.npz'}]}}}}\n"
+                                                 "methods: [magnitude]\ncompressions: [2]\n"))),
+    Case("spec: also_test with an emotion class that has no counterpart", RUN, ("also_test[0]", "contempt"),
+         lambda d: (np.savez(d / "emo.npz", images=np.zeros((2, 16, 16, 1), np.uint8), label=np.array([0, 1]),
+                             class_names=np.array(["happy", "contempt"])),
+                    (d / "spec.yaml").write_text(f"tasks: {{emotion: {{also_test: [{d / 'emo.npz'}]}}}}\n"
+                                                 "methods: [magnitude]\ncompressions: [2]\n"))),
     Case("list datasets with a bad file in the root", ("list", "datasets", "--data-root", "{d}/root"),
          ("fer2013", "invalid", "fer2013_48.npz"),
          lambda d: ((d / "root/fer2013").mkdir(parents=True), (d / "root/fer2013/fer2013_48.npz").write_bytes(b"")),
