@@ -117,28 +117,75 @@ SYNTHETIC = "synthetic"
 
 
 @dataclass(frozen=True)
+class RemoteFile:
+    """A file of a dataset's distribution that may be fetched by script: its pinned URL and MD5. ``variant``: one
+    of several alternatives (``etlbench data download --variant``; the first is the default), "" for always."""
+
+    url: str
+    md5: str
+    variant: str = ""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
-    """A dataset in canonical format at ``relative_path`` under the data root (``None``: generated)."""
+    """A dataset in canonical format at ``relative_path`` under the data root (``None``: generated).
+
+    ``converter`` (``package.module:function``, imported on use) makes that file from the dataset's usual
+    distribution (``etlbench data prepare``); ``downloads`` are the files ``etlbench data download`` may fetch
+    (only where the terms allow a scripted download); ``obtain`` says where to get the source by hand otherwise."""
 
     name: str
     relative_path: str | None
     tasks: tuple[str, ...]
     description: str
+    converter: str | None = None
+    downloads: tuple[RemoteFile, ...] = ()
+    obtain: str = ""
 
     def path(self, root: Path) -> Path:
         return root / self.relative_path
 
 
+_LFW = "http://vis-www.cs.umass.edu/lfw/"  # URLs and MD5s as pinned by torchvision (torchvision/datasets/lfw.py)
+
 # Datasets are plain records: the registry holds them as they are (nothing to import).
 DATASETS: tuple[DatasetSpec, ...] = (
     DatasetSpec("aflw2000", "aflw2000_3d/aflw2000_64.npz", ("head_pose",),
-                "AFLW2000-3D head pose (Zhu et al. CVPR 2016), 64 px RGB"),
+                "AFLW2000-3D head pose (Zhu et al. CVPR 2016), 64 px RGB",
+                converter="etlbench.prepare.aflw2000:convert",
+                obtain="AFLW2000-3D.zip from the 3DDFA project page, "
+                       "http://www.cbsr.ia.ac.cn/users/xiangyuzhu/projects/3DDFA/main.htm (research use only, "
+                       "by hand: no scripted download). No published checksum is known; pass the zip itself (or "
+                       "its AFLW2000/ folder) as --src"),
     DatasetSpec("fer2013", "fer2013/fer2013_48.npz", ("emotion",),
-                "FER2013 facial expression (Goodfellow et al. 2013), 48 px gray, official splits"),
+                "FER2013 facial expression (Goodfellow et al. 2013), 48 px gray, official splits",
+                converter="etlbench.prepare.fer2013:convert",
+                obtain="fer2013.tar.gz (holding fer2013/fer2013.csv) from the Kaggle challenge "
+                       "https://www.kaggle.com/c/challenges-in-representation-learning-facial-expression-"
+                       "recognition-challenge (Kaggle login and accepting its rules: no scripted download). "
+                       "MD5 of fer2013.csv as torchvision pins it: f8428a1edbd21e88f42c73edd2a14f95. The common "
+                       "image-folder copy (train/<class>/Training_*.jpg, test/<class>/PublicTest_*.jpg and "
+                       "PrivateTest_*.jpg) works too (it is what the staged file was made from); pass the csv, the "
+                       "tar.gz, a zip or the folder as --src"),
     DatasetSpec("utkface", "utkface/utkface_64.npz", ("age", "gender"),
-                "UTKFace age and gender (Zhang et al. CVPR 2017), 64 px RGB"),
+                "UTKFace age and gender (Zhang et al. CVPR 2017), 64 px RGB",
+                converter="etlbench.prepare.utkface:convert",
+                obtain="UTKFace.tar.gz, the \"Aligned&Cropped Faces\" set, from the Google Drive folder linked on "
+                       "https://susanqq.github.io/UTKFace/ (non-commercial research only; Google Drive allows no "
+                       "stable scripted download). No published checksum is known; pass the tar.gz (or the "
+                       "folder of *.jpg.chip.jpg files) as --src"),
     DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification",),
-                "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray"),
+                "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray",
+                converter="etlbench.prepare.lfw:convert",
+                downloads=(RemoteFile(_LFW + "lfw.tgz", "a17d05bd522c52d84eca14327a23d494", "original"),
+                           RemoteFile(_LFW + "lfw-funneled.tgz", "1b42dfed7d15c9b2dd63d5e5840c86ad", "funneled"),
+                           RemoteFile(_LFW + "lfw-deepfunneled.tgz", "68331da3eb755a505a502b5aacb3c201",
+                                      "deepfunneled"),
+                           RemoteFile(_LFW + "pairs.txt", "9f1ba174e4e1c508ff7cdf10ac338a7d")),
+                obtain="the image archive and pairs.txt (View 2) from http://vis-www.cs.umass.edu/lfw/ "
+                       "(`etlbench data download lfw_pairs` fetches them). The staged file was made from "
+                       "grayscale, aligned images (LFW-a, Wolf et al.), which UMass does not serve: the other "
+                       "variants give other pixels and another fingerprint"),
     DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification"),
                 "procedural synthetic faces generated from the seed (the embedded default; not real data)"),
 )
