@@ -7,6 +7,8 @@ commands:
   run       an experiment (a preset or a YAML spec) on Ray into a results database; --resume goes on with it
   evaluate  score every stored model of a run on another dataset of the same task (cross-dataset evaluation)
   report    the leaderboard (Markdown, CSV, HTML) and figures of a results folder
+  data      datasets: prepare (canonical npz from a dataset's usual distribution), verify (what a data root holds),
+            download (where the terms allow a scripted download; else where to get the source)
 
 Every error of the input is one line, "etlbench: error: ..." (exit 2; --debug or ETLBENCH_DEBUG=1 shows the
 traceback). Each command imports only what it needs.
@@ -23,6 +25,7 @@ import sys
 import traceback
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from etlbench.checks import AT_LEAST_1, INPUT_SIZE, NON_NEGATIVE, Rule, check_compression, check_value, describe
@@ -270,6 +273,129 @@ def _print_row(row: dict[str, Any]) -> None:
         print(row["traceback"], file=sys.stderr)
 
 
+def _numbers(kind: type, count: int | None = None) -> Callable[[str], tuple]:
+    """An option's type: comma-separated numbers (``count`` of them, where given)."""
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            words = "whole numbers" if kind is int else "numbers"
+            raise argparse.ArgumentTypeError(f"expected comma-separated {words}, got {text!r}") from None
+        if count is not None and len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} comma-separated values, got {text!r}")
+        return values
+
+    return parse
+
+
+def _subsample(text: str) -> int | str:
+    return "all" if text == "all" else COUNT(text)
+
+
+#: ``data prepare``'s options that set a converter parameter of the same name.
+_PREPARE_OPTIONS = ("size", "color", "seed", "subsample", "split", "crop", "pairs", "label_key", "classes")
+
+
+def _data_prepare(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.prepare import prepare
+
+    params = _method_params(args.param)
+    params.update({k: getattr(args, k) for k in _PREPARE_OPTIONS if getattr(args, k) is not None})
+    if params.get("subsample") == "all":
+        params["subsample"] = None
+    return prepare(args.name, args.src, args.dst, params, output_name=args.dataset_name).as_dict()
+
+
+def _print_prepared(result: dict[str, Any]) -> None:
+    print(f"wrote {result['path']} ({result['dataset']} from {result['source']}, {result['seconds']:.1f} s)")
+    print("  " + ", ".join(f"{k} {v:,}" for k, v in result["counts"].items()))
+    print(f"  fingerprint {result['fingerprint']}  sha256 {result['sha256']}")
+    shown = {k: ",".join(map(str, v)) if isinstance(v, tuple | list) else "none" if v is None else v
+             for k, v in result["parameters"].items()}
+    print("  parameters: " + " ".join(f"{k}={v}" for k, v in shown.items()))
+    if result["replaced"]:
+        print(f"  replaced a file of fingerprint {result['replaced']}")
+    if result["skipped"]:
+        print(f"  skipped {len(result['skipped'])}:")
+        print("\n".join(f"    {s}" for s in result["skipped"]))
+    for note in result["notes"]:
+        print(f"  note: {note}")
+
+
+def _data_verify(args: argparse.Namespace) -> dict[str, Any]:
+    """Prints each file's report as it is made; any invalid file makes the command fail (one line, exit 2)."""
+    from etlbench.errors import DatasetError
+    from etlbench.prepare.verify import files_under, verify_file
+
+    files = files_under(Path(args.target))
+    if not files:
+        raise DatasetError(f"{args.target}: holds no .npz file")
+    invalid = []
+    for path in files:
+        report = verify_file(path)
+        print(f"{path}: {report.dataset or 'not a registered dataset'}: {'INVALID' if report.problems else 'valid'}")
+        print("\n".join(f"  {line}" for line in report.lines + [f"INVALID: {p}" for p in report.problems]))
+        if report.problems:
+            invalid.append(str(path))
+    if invalid:
+        raise DatasetError(f"{len(invalid)} of {len(files)} dataset files are invalid: {', '.join(invalid)}")
+    return {"files": len(files)}
+
+
+def _data_download(args: argparse.Namespace) -> dict[str, Any]:
+    from etlbench.prepare.download import download
+    from etlbench.registry import DATASETS
+
+    return download(DATASETS.get(args.name), Path(args.dst), args.variant)
+
+
+def _print_download(result: dict[str, Any]) -> None:
+    for path in result["files"]:
+        print(f"downloaded {path}")
+    if not result["files"]:
+        print(f"{result['dataset']}: no scripted download. Get {result['instructions']}.")
+    print(f"next: {result['next']}")
+
+
+def _add_data(sub: Any) -> None:
+    """The ``data`` command and its subcommands."""
+    data = sub.add_parser("data", help="datasets: prepare the canonical files, verify a data root, download sources")
+    commands = data.add_subparsers(dest="data_command", required=True)
+    p = commands.add_parser("prepare", help="make a dataset's canonical npz from its usual distribution")
+    p.add_argument("name", help="a registered dataset (aflw2000, fer2013, lfw_pairs, utkface) or folder/csv (your "
+                                "own labelled images)")
+    p.add_argument("--src", required=True, help="the distribution: a folder, zip, tar(.gz) or file (fer2013.csv)")
+    p.add_argument("--dst", required=True, help="the data root to write into (ROOT/<its relative path>)")
+    p.add_argument("--size", type=PIXELS, help="output side in px (default: the dataset's)")
+    p.add_argument("--color", choices=["gray", "rgb"], help="output colour (lfw_pairs, folder, csv)")
+    p.add_argument("--seed", type=_number(int, NON_NEGATIVE), help="seed of the subsample and split")
+    p.add_argument("--subsample", type=_subsample, help="images kept (fer2013: train images, class-stratified; "
+                                                         "utkface: all images), or 'all'")
+    p.add_argument("--split", type=_numbers(float, 3), metavar="TRAIN,VAL,TEST",
+                   help="split fractions where the source gives none (e.g. 0.7,0.1,0.2)")
+    p.add_argument("--crop", type=_numbers(int, 4), metavar="X0,Y0,X1,Y1", help="lfw_pairs: the fixed crop box")
+    p.add_argument("--pairs", help="lfw_pairs: pairs.txt (default: one in the source or beside it)")
+    p.add_argument("--name", dest="dataset_name", metavar="NAME", help="folder/csv: the dataset's name")
+    p.add_argument("--label-key", help="folder/csv: the label array's name (a task's: label, age, gender, pose)")
+    p.add_argument("--classes", type=lambda t: tuple(t.split(",")), metavar="A,B,...",
+                   help="folder/csv: the class order (default: sorted names)")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other converter parameter (e.g. aflw2000's box_scale=1.35)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_data_prepare, show=_print_prepared)
+
+    p = commands.add_parser("verify", help="what a data root (or one npz) holds; fails if anything is invalid")
+    p.add_argument("target", help="a data root or a canonical .npz")
+    p.set_defaults(run=_data_verify, show=lambda result: None, json=False)
+
+    p = commands.add_parser("download", help="fetch a dataset's distribution where its terms allow it")
+    p.add_argument("name", help="a registered dataset")
+    p.add_argument("--dst", default=".", help="folder for the files (default: the current folder)")
+    p.add_argument("--variant", help="lfw_pairs: original (default), funneled or deepfunneled")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_data_download, show=_print_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="etlbench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -365,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="report only this experiment's rows")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_report, show=_print_report)
+
+    _add_data(sub)
     return parser
 
 
