@@ -303,6 +303,8 @@ def _data_prepare(args: argparse.Namespace) -> dict[str, Any]:
     params.update({k: getattr(args, k) for k in _PREPARE_OPTIONS if getattr(args, k) is not None})
     if params.get("subsample") == "all":
         params["subsample"] = None
+    if params.get("split") == "none":
+        params["split"] = None
     return prepare(args.name, args.src, args.dst, params, output_name=args.dataset_name).as_dict()
 
 
@@ -371,9 +373,11 @@ def _add_data(sub: Any) -> None:
     p.add_argument("--seed", type=_number(int, NON_NEGATIVE), help="seed of the subsample and split")
     p.add_argument("--subsample", type=_subsample, help="images kept (fer2013: train images, class-stratified; "
                                                          "utkface: all images), or 'all'")
-    p.add_argument("--split", type=_numbers(float, 3), metavar="TRAIN,VAL,TEST",
-                   help="split fractions where the source gives none (e.g. 0.7,0.1,0.2)")
-    p.add_argument("--crop", type=_numbers(int, 4), metavar="X0,Y0,X1,Y1", help="lfw_pairs: the fixed crop box")
+    p.add_argument("--split", type=lambda t: t if t == "none" else _numbers(float, 3)(t), metavar="TRAIN,VAL,TEST",
+                   help="split fractions where the source gives none (e.g. 0.7,0.1,0.2); folder/csv: 'none' writes "
+                        "no split, a set only to test on")
+    p.add_argument("--crop", type=_numbers(int, 4), metavar="X0,Y0,X1,Y1",
+                   help="the crop box on the source images (lfw_pairs: its fixed box; folder/csv: none by default)")
     p.add_argument("--pairs", help="lfw_pairs: pairs.txt (default: one in the source or beside it)")
     p.add_argument("--name", dest="dataset_name", metavar="NAME", help="folder/csv: the dataset's name")
     p.add_argument("--label-key", help="folder/csv: the label array's name (a task's: label, age, gender, pose)")

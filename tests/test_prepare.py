@@ -281,6 +281,24 @@ def test_own_folder_with_split_folders(tmp_path: Path) -> None:
         prepare("folder", flat, tmp_path / "root", output_name="flat")
 
 
+def test_own_folder_as_a_cropped_test_only_set(tmp_path: Path) -> None:
+    """A cross-dataset test set: gender folders, cropped to the face box, no split array (all of it is tested)."""
+    picture = np.zeros((50, 50), np.uint8)
+    picture[10:30, 20:40] = 200  # the "face": what the crop keeps
+    png = io.BytesIO()
+    Image.fromarray(picture).save(png, format="PNG")
+    folder = _tree(tmp_path / "gender", {f"{g}/{g}{i}.png": png.getvalue() for g in ("male", "female")
+                                         for i in range(2)})
+    assert main(["data", "prepare", "folder", "--src", str(folder), "--dst", str(tmp_path / "root"), "--name",
+                 "lfw_gender", "--label-key", "gender", "--color", "gray", "--size", "20", "--crop", "20,10,40,30",
+                 "--split", "none"]) == 0
+    a = load_npz(tmp_path / "root" / "lfw_gender" / "lfw_gender_20.npz").arrays
+    assert "split" not in a and list(a["gender_names"]) == ["female", "male"] and a["images"].shape == (4, 20, 20, 1)
+    assert (a["images"] == 200).all()  # only the cropped box, at its own size
+    with pytest.raises(ConfigError, match="crop: expected x0,y0,x1,y1"):
+        prepare("folder", folder, tmp_path / "root", {"crop": (5, 5, 5, 9)}, output_name="bad")
+
+
 def test_own_csv_numeric_labels_and_bad_rows(tmp_path: Path) -> None:
     images = {f"img/{i}.jpg": _image() for i in range(20)}
     _tree(tmp_path / "src", images)

@@ -91,12 +91,14 @@ def checked(convert: Callable[..., Any], name: str, given: dict[str, Any]) -> di
         value = tuple(value) if isinstance(value, list) else value
         check_value(f"{name}.{key}", value, hints.get(key))
         out[key] = value
-    from etlbench.prepare.common import check_fractions, check_size
+    from etlbench.prepare.common import check_crop, check_fractions, check_size
 
-    if "split" in out:  # shared parameters are checked before the source is opened, not after listing it
+    if out.get("split") is not None:  # shared parameters are checked before the source is opened
         check_fractions(out["split"])
     if "size" in out:
         check_size(out["size"])
+    if "crop" in out:
+        check_crop(out["crop"])
     return out
 
 

@@ -131,6 +131,12 @@ def random_split(n: int, split: Sequence[float], rng: np.random.Generator) -> np
     return out
 
 
+def check_crop(crop: tuple[int, ...] | None) -> None:
+    """A crop box x0,y0,x1,y1 (pixels of the source image) with x0 < x1 and y0 < y1, or ``None``."""
+    if crop is not None and (len(crop) != 4 or not (crop[0] < crop[2] and crop[1] < crop[3])):
+        raise ConfigError(f"crop: expected x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {list(crop)}", "crop")
+
+
 def check_size(size: int) -> int:
     """An output side in px, at least the canonical format's smallest."""
     if size < MIN_IMAGE_SIZE:

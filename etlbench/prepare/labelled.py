@@ -19,6 +19,8 @@ from etlbench.prepare.common import (
     SPLIT_NAMES,
     Color,
     Converted,
+    check_crop,
+    check_fractions,
     check_size,
     decode_all,
     log,
@@ -35,25 +37,32 @@ class _Options:
     label_key: str
     size: int
     color: Color
-    split: tuple[float, ...]
+    split: tuple[float, ...] | None
     seed: int
     classes: tuple[str, ...] | None
+    crop: tuple[int, ...] | None
 
     def __post_init__(self) -> None:
         check_size(self.size)
+        check_crop(self.crop)
+        if self.split is not None:
+            check_fractions(self.split)
         if not self.label_key.isidentifier() or self.label_key in _RESERVED:
             raise ConfigError(f"label_key: expected a name for the label array (e.g. label, age), not one of "
                               f"{', '.join(_RESERVED)}; got {self.label_key!r}", "label_key")
 
 
-def convert_folder(source: Source, *, label_key: str = "label", size: int = 64, color: Color = "rgb",
-                   split: tuple[float, ...] = (0.7, 0.1, 0.2), seed: int = 0,
-                   classes: tuple[str, ...] | None = None) -> Converted:
+def convert_folder(source: Source, *, label_key: str = "label", size: int = 64, color: Color = "rgb",  # noqa: PLR0913
+                   split: tuple[float, ...] | None = (0.7, 0.1, 0.2), seed: int = 0,
+                   classes: tuple[str, ...] | None = None,
+                   crop: tuple[int, ...] | None = None) -> Converted:
     """Images in class folders (the folder holding an image is its class), under ``train/``, ``val/`` and
     ``test/`` or not at all (then a seeded split by ``split`` fractions from ``numpy.random.default_rng(seed)``),
-    resized to ``size`` x ``size`` (PIL LANCZOS; not cropped) in ``color``. ``classes`` fixes the class order
-    (default: sorted names); a class folder not in it is an error."""
-    options = _Options(label_key, size, color, tuple(split), seed, classes)
+    resized to ``size`` x ``size`` (PIL LANCZOS; cropped first to ``crop``, x0,y0,x1,y1, where given) in ``color``.
+    ``classes`` fixes the class order (default: sorted names); a class folder not in it is an error. ``split=None``
+    writes no split array: a set only to test on (``etlbench evaluate``, ``also_test``)."""
+    options = _Options(label_key, size, color, None if split is None else tuple(split), seed, classes,
+                       None if crop is None else tuple(crop))
     members = [n for n in source.names() if n.lower().endswith(IMAGE_SUFFIXES)]
     if not members:
         raise DatasetError(f"{source.path}: no images (expected class/xxx.jpg, optionally under train/ val/ test/)")
@@ -69,14 +78,16 @@ def convert_folder(source: Source, *, label_key: str = "label", size: int = 64, 
     return _converted(source, members, [n.split("/")[-2] for n in members], given, options, numeric=False)
 
 
-def convert_csv(source: Source, *, label_key: str = "label", size: int = 64, color: Color = "rgb",
-                split: tuple[float, ...] = (0.7, 0.1, 0.2), seed: int = 0,
-                classes: tuple[str, ...] | None = None) -> Converted:
+def convert_csv(source: Source, *, label_key: str = "label", size: int = 64, color: Color = "rgb",  # noqa: PLR0913
+                split: tuple[float, ...] | None = (0.7, 0.1, 0.2), seed: int = 0,
+                classes: tuple[str, ...] | None = None,
+                crop: tuple[int, ...] | None = None) -> Converted:
     """A CSV of ``file`` (relative to the CSV's folder), ``<label_key>`` and optionally ``split`` (train, val, test
     or 0, 1, 2; else a seeded split by fractions), as ``--src`` itself or the one CSV in a folder or archive of the
     images. Labels that are all numbers are stored as float32 (unless ``classes`` is given), others as class
     indices. Every row is checked, and every file found, before any image is decoded."""
-    options = _Options(label_key, size, color, tuple(split), seed, classes)
+    options = _Options(label_key, size, color, None if split is None else tuple(split), seed, classes,
+                       None if crop is None else tuple(crop))
     tables = [source.names()[0]] if source.single_file else \
         [n for n in source.names() if n.lower().endswith(".csv")]
     if len(tables) != 1:
@@ -151,11 +162,14 @@ def _converted(source: Source, members: list[str], labels: list[str], given: lis
             raise DatasetError(f"{source.path}: label {unknown[0]!r} is not among the classes {order}")
         y = np.array([order.index(v) for v in labels], np.int64 if len(order) > 255 else np.uint8)
         names = {"class_names" if label_key == "label" else f"{label_key}_names": strings(order)}
-    if any(s is None for s in given):
-        splits = random_split(len(members), options.split, np.random.default_rng(options.seed))
+    if all(s is not None for s in given):
+        splits = {"split": np.array(given, np.uint8), "split_names": strings(SPLIT_NAMES)}
+    elif options.split is None:  # a set only to test on
+        splits = {}
     else:
-        splits = np.array(given, np.uint8)
+        splits = {"split": random_split(len(members), options.split, np.random.default_rng(options.seed)),
+                  "split_names": strings(SPLIT_NAMES)}
     log(f"{source.path}: decoding {len(members):,} images")
-    images = decode_all(source, members, options.size, options.color)
-    return Converted({"images": images, label_key: y, "split": splits, **names, "split_names": strings(SPLIT_NAMES),
-                      "source_file": strings(members)})
+    crop = options.crop
+    images = decode_all(source, members, options.size, options.color, box=None if crop is None else lambda i: crop)
+    return Converted({"images": images, label_key: y, **splits, **names, "source_file": strings(members)})

@@ -12,9 +12,18 @@ from pathlib import Path
 
 import numpy as np
 
-from etlbench.errors import ConfigError, DatasetError
+from etlbench.errors import DatasetError
 from etlbench.prepare.archives import Source
-from etlbench.prepare.common import Color, Converted, check_size, decode_all, log, strings, unique_basenames
+from etlbench.prepare.common import (
+    Color,
+    Converted,
+    check_crop,
+    check_size,
+    decode_all,
+    log,
+    strings,
+    unique_basenames,
+)
 
 _IMAGE = re.compile(r"^(.+)_(\d{4})\.(jpg|jpeg|png)$", re.IGNORECASE)
 PAIRS = "pairs.txt"
@@ -28,8 +37,7 @@ def convert(source: Source, *, pairs: str | None = None, crop: tuple[int, ...] =
     names of the people in the pairs; ``pair_a``/``pair_b`` index the rows; ``pair_fold`` is the fold in file
     order."""
     check_size(size)
-    if len(crop) != 4 or not (crop[0] < crop[2] and crop[1] < crop[3]):
-        raise ConfigError(f"crop: expected x0,y0,x1,y1 with x0 < x1 and y0 < y1, got {list(crop)}", "crop")
+    check_crop(crop)
     table, where = _read_pairs(source, pairs)
     files = unique_basenames(source, [n for n in source.names() if _in_person_folder(n)])
     wanted = sorted({name for a, b, _, _ in table for name in (a, b)})
