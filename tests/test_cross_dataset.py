@@ -49,6 +49,9 @@ def test_age_groups_are_scored_as_group_accuracy() -> None:
     assert view.scoring.metric_name == "age_group_accuracy" and view.scoring.higher_is_better
     predictions = view.scoring.predictions(np.array([[1.5], [60.0], [80.0]]))
     assert view.scoring.evaluate(predictions, view.targets) == {"age_group_accuracy": pytest.approx(2 / 3)}
+    folder_style = evaluation_set(create_task("age"), _data(2, age=np.array([1, 0], np.uint8),
+                                                            age_names=np.array(["20-29", "30-39"])))
+    assert folder_style.targets.tolist() == [1, 0] and folder_style.scoring.metric_name == "age_group_accuracy"
     with pytest.raises(LabelError, match="cannot read 'adults' as an age range"):
         evaluation_set(create_task("age"), _data(1, age_group=np.array([0]), age_group_names=np.array(["adults"])))
 

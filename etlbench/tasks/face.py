@@ -79,7 +79,7 @@ def recoded(labels: np.ndarray, names: list[str], vocabulary: dict[str, int], ke
     unknown = sorted({n for n in names if n not in vocabulary})
     if unknown:
         raise LabelError(f"{key}: cannot reconcile the class name(s) {unknown} with this task's classes "
-                         f"(expected {expected})")
+                         f"(expected {expected}); drop those images from the file to score the others")
     lookup = np.array([vocabulary[n] for n in names], np.int64)
     labels = np.asarray(labels).astype(np.int64)
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(lookup):
@@ -137,7 +137,7 @@ _RANGE = (re.compile(r"^\(?\s*(\d+)\s*(?:-|–|,|to)\s*(\d+)\s*\)?$"),  # 20-29,
           re.compile(r"^(?:(\d+)\s*\+|more than\s*(\d+)|over\s*(\d+)|>=?\s*(\d+))$"))  # 70+, more than 70
 
 
-def age_ranges(names: list[str]) -> np.ndarray:
+def age_ranges(names: list[str], key: str = "age_group_names") -> np.ndarray:
     """The [low, high] years (inclusive; high may be inf) of age-group names such as ``0-2``, ``(25, 32)``,
     ``70+`` or ``more than 70``."""
     out = []
@@ -148,7 +148,7 @@ def age_ranges(names: list[str]) -> np.ndarray:
         elif open_:
             out.append((float(next(g for g in open_.groups() if g)), np.inf))
         else:
-            raise LabelError(f"age_group_names: cannot read {name!r} as an age range in years "
+            raise LabelError(f"{key}: cannot read {name!r} as an age range in years "
                              f"(expected e.g. '20-29', '(25, 32)', '70+' or 'more than 70')")
     return np.array(out)
 
@@ -189,15 +189,17 @@ class Age(Task):
 
     def scoring(self, arrays: dict[str, np.ndarray]) -> Scoring:
         """Ages in years are scored as on UTKFace; a dataset of age groups instead (``age_group`` with
-        ``age_group_names`` such as ``20-29``) as the accuracy of the group the predicted age falls in."""
-        if self.label_key in arrays or "age_group" not in arrays:
+        ``age_group_names`` such as ``20-29``, or ``age`` with ``age_names``: group labels, as ``etlbench data
+        prepare folder --label-key age`` writes them) as the accuracy of the group the predicted age falls in."""
+        key = "age_group" if "age_group" in arrays else "age" if "age_names" in arrays else None
+        if key is None:
             return super().scoring(arrays)
-        if "age_group_names" not in arrays:
-            raise LabelError("age_group: the groups need their ranges in an array 'age_group_names' (e.g. '20-29')")
-        ranges = age_ranges(_names(arrays, "age_group_names"))
-        groups = label_groups(arrays, "age_group")
+        if f"{key}_names" not in arrays:
+            raise LabelError(f"{key}: the groups need their ranges in an array '{key}_names' (e.g. '20-29')")
+        ranges = age_ranges(_names(arrays, f"{key}_names"), f"{key}_names")
+        groups = label_groups(arrays, key)
         if groups.labels.max(initial=0) >= len(ranges):
-            raise LabelError(f"age_group: values outside 0..{len(ranges) - 1}, the groups 'age_group_names' names")
+            raise LabelError(f"{key}: values outside 0..{len(ranges) - 1}, the groups '{key}_names' names")
 
         def predicted_group(outputs: np.ndarray) -> np.ndarray:
             return age_group_of(outputs[:, 0], ranges)
