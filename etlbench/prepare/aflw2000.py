@@ -17,7 +17,6 @@ from etlbench.prepare.common import (
     SEED,
     SPLIT_NAMES,
     Converted,
-    check_size,
     decode_all,
     log,
     random_split,
@@ -38,7 +37,6 @@ def convert(source: Source, *, size: int = 64, seed: int = SEED + 2, split: tupl
     LANCZOS. ``landmarks68``: the points relative to ``crop_box``'s corner, times ``size`` over the rounded crop's
     width. ``pose``: (yaw, pitch, roll) in degrees from ``Pose_Para``, signs unchanged; ``pose_valid99``: all
     within +-99. Split: ``random_split`` from ``numpy.random.default_rng(seed)`` over the files sorted by name."""
-    check_size(size)
     files: dict[str, dict[str, str]] = {}
     ours = [n for n in source.names() if _STEM.match(n.rsplit("/", 1)[-1])]
     for base, member in unique_basenames(source, ours).items():

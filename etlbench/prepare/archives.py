@@ -6,6 +6,9 @@ and device files in a tar or zip, links out of a folder), and everything read is
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import lzma
 import os
 import stat
@@ -20,16 +23,66 @@ from types import TracebackType
 from etlbench.data.canonical import MAX_DATA_BYTES_ENV, max_data_bytes
 from etlbench.errors import DatasetError
 
-#: What tarfile, zipfile and the decompressors raise on a damaged or truncated archive.
-_DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError)
+#: What tarfile, zipfile and the decompressors raise on a damaged, truncated or unsupported archive.
+_DAMAGED = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, OSError, ValueError,
+            RuntimeError, NotImplementedError)
 _TAR_SUFFIXES = (".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+_ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                zipfile.ZIP_LZMA: "lzma"}
+#: The most one read may take while a tar's headers are listed: a real header (even a PAX or GNU long name) is a
+#: few KiB; a forged one could ask for gigabytes before any member's size is known.
+MAX_HEADER_READ = 2**20
 
 
-def _size(n: int) -> str:
+def mib(n: int) -> str:
+    """``n`` bytes in MiB, as errors and progress lines say sizes."""
     return f"{n / 2**20:.1f} MiB"
 
 
-def _reason(err: BaseException) -> str:
+class _HeaderBound(io.RawIOBase):
+    """A decompressed tar stream whose single reads are capped at :data:`MAX_HEADER_READ` while ``listing``."""
+
+    def __init__(self, stream: io.BufferedIOBase, where: Path):
+        self.stream, self.where, self.listing = stream, where, True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.listing and (n < 0 or n > MAX_HEADER_READ):
+            raise DatasetError(f"{self.where}: a tar header asks to read {'everything' if n < 0 else mib(n)} at "
+                               f"once (a real header is a few KiB); refused as forged")
+        return self.stream.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+    def close(self) -> None:
+        self.stream.close()
+        super().close()
+
+
+def _decompressed(path: Path) -> io.BufferedIOBase:
+    """``path`` opened for reading, decompressed by its magic bytes (gzip, bzip2, xz) or as it is."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.open(path, "rb")
+    if magic.startswith(b"BZh"):
+        return bz2.open(path, "rb")
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(path, "rb")
+    return open(path, "rb")
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an error, short: what an error message quotes of its cause."""
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200] or type(err).__name__
 
 
@@ -56,8 +109,11 @@ class Source:
     ...         print(name, len(data))
     """
 
-    def __init__(self, path: str | os.PathLike, max_bytes: int | None = None):
+    def __init__(self, path: str | os.PathLike, max_bytes: int | None = None, only: Iterable[str] | None = None):
+        """``only``: of a folder, just these relative names (each checked like a listed file), without walking the
+        rest of it."""
         self.path = Path(path)
+        self._only = None if only is None else list(only)
         self.limit = max_data_bytes() if max_bytes is None else max_bytes
         self.read_bytes = 0
         self._zip: zipfile.ZipFile | None = None
@@ -77,11 +133,11 @@ class Source:
     # ---- listing ----------------------------------------------------------------------------------------
     def _list(self) -> dict[str, _Member]:
         if self.path.is_dir():
-            return self._list_folder()
-        if zipfile.is_zipfile(self.path) or self.path.suffix.lower() == ".zip":
-            return self._list_zip()
-        if self.path.name.lower().endswith(_TAR_SUFFIXES):
+            return self._list_folder() if self._only is None else self._list_named()
+        if self.path.name.lower().endswith(_TAR_SUFFIXES):  # by name first: a tar may end with a zip member
             return self._list_tar()
+        if self.path.suffix.lower() == ".zip" or zipfile.is_zipfile(self.path):
+            return self._list_zip()
         return {self.path.name: _Member(self.path.name, self.path.stat().st_size, self.path)}
 
     def _list_folder(self) -> dict[str, _Member]:
@@ -97,14 +153,37 @@ class Source:
             for entry in files:
                 full = Path(folder, entry)
                 name = full.relative_to(self.path).as_posix()
-                try:
-                    info = full.stat()
-                except OSError as err:
-                    raise DatasetError(f"{self.path}: {name!r} cannot be read ({_reason(err)})") from err
-                if not stat.S_ISREG(info.st_mode):
-                    raise DatasetError(f"{self.path}: {name!r} is not a regular file (a device, socket or pipe)")
-                members[name] = _Member(name, info.st_size, full)
+                members[name] = self._file(name, full)
         return members
+
+    def _file(self, name: str, full: Path) -> _Member:
+        """One regular file of a folder source."""
+        try:
+            info = full.stat()
+        except OSError as err:
+            raise DatasetError(f"{self.path}: {name!r} cannot be read ({reason(err)})") from err
+        if not stat.S_ISREG(info.st_mode):
+            raise DatasetError(f"{self.path}: {name!r} is not a regular file (a device, socket or pipe)")
+        return _Member(name, info.st_size, full)
+
+    def _list_named(self) -> dict[str, _Member]:
+        """The files ``only`` names in a folder (missing ones are left out: the caller says which it needs)."""
+        root, members = self.path.resolve(), {}
+        for given in self._only or []:
+            name = safe_name(given)
+            full = self.path / name if name is not None else None
+            if full is None or not full.resolve().is_relative_to(root):
+                raise DatasetError(f"{self.path}: {given!r} would leave the folder; refused")
+            if full.exists():
+                members[name] = self._file(name, full)
+        return members
+
+    def _add(self, members: dict[str, _Member], name: str, member: _Member, raw: str) -> None:
+        """``member`` under its normalised ``name``; two members that normalise alike are refused."""
+        if name in members:
+            raise DatasetError(f"{self.path}: member {raw!r} is {name!r} again (after normalising the path); "
+                               "refused: which one is meant is unclear")
+        members[name] = member
 
     def _list_zip(self) -> dict[str, _Member]:
         try:
@@ -112,7 +191,7 @@ class Source:
             infos = self._zip.infolist()
         except _DAMAGED as err:
             raise DatasetError(f"{self.path}: not a readable zip archive, damaged or truncated "
-                               f"({_reason(err)})") from err
+                               f"({reason(err)})") from err
         members: dict[str, _Member] = {}
         for info in infos:
             name = safe_name(info.filename)
@@ -121,15 +200,23 @@ class Source:
                                    "(absolute or '..' path); refused")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise DatasetError(f"{self.path}: member {info.filename!r} is a symbolic link; refused")
+            if info.flag_bits & 0x1:
+                raise DatasetError(f"{self.path}: member {info.filename!r} is encrypted; expected an archive "
+                                   "without a password")
+            if info.compress_type not in _ZIP_METHODS:
+                raise DatasetError(f"{self.path}: member {info.filename!r} is compressed with method "
+                                   f"{info.compress_type} (e.g. Deflate64), which Python cannot read; expected one "
+                                   f"of {', '.join(_ZIP_METHODS.values())} (re-zip it, or give the folder)")
             if not info.is_dir():
-                members[name] = _Member(name, info.file_size, info)
+                self._add(members, name, _Member(name, info.file_size, info), info.filename)
         return members
 
     def _list_tar(self) -> dict[str, _Member]:
         members: dict[str, _Member] = {}
         last = ""
         try:
-            self._tar = tarfile.open(self.path, "r:*")  # noqa: SIM115 (kept open for reading; close() closes it)
+            stream = _HeaderBound(_decompressed(self.path), self.path)
+            self._tar = tarfile.open(fileobj=stream, mode="r:")  # noqa: SIM115 (kept open; close() closes it)
             while (info := self._tar.next()) is not None:
                 last = info.name
                 name = safe_name(info.name)
@@ -145,18 +232,19 @@ class Source:
                 if info.offset_data + info.size > self.limit:  # decided from the header, before the data is read
                     raise self._over(info.offset_data + info.size)
                 if info.isfile():
-                    members[name] = _Member(name, info.size, info)
+                    self._add(members, name, _Member(name, info.size, info), info.name)
+            stream.listing = False
         except DatasetError:
             raise
         except _DAMAGED as err:
             where = f"after member {last!r}" if last else "at its start"
             raise DatasetError(f"{self.path}: not a readable tar archive, damaged or truncated {where} "
-                               f"({_reason(err)})") from err
+                               f"({reason(err)})") from err
         return members
 
     def _over(self, total: int) -> DatasetError:
-        return DatasetError(f"{self.path}: unpacks to more than {_size(total)}, over the limit of "
-                            f"{_size(self.limit)} (set {MAX_DATA_BYTES_ENV} to raise it)")
+        return DatasetError(f"{self.path}: unpacks to more than {mib(total)}, over the limit of "
+                            f"{mib(self.limit)} (set {MAX_DATA_BYTES_ENV} to raise it)")
 
     # ---- reading ----------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -189,7 +277,7 @@ class Source:
                 data = Path(member.handle).read_bytes()
         except _DAMAGED as err:
             raise DatasetError(f"{self.where(name)}: cannot be read, the archive is damaged or truncated "
-                               f"({_reason(err)})") from err
+                               f"({reason(err)})") from err
         if len(data) != member.size:
             raise DatasetError(f"{self.where(name)}: holds {len(data)} of its {member.size} bytes: the archive is "
                                "truncated")
@@ -211,6 +299,8 @@ class Source:
         for archive in (self._zip, self._tar):
             if archive is not None:
                 archive.close()
+        if self._tar is not None and self._tar.fileobj is not None:
+            self._tar.fileobj.close()  # a tar opened on a file object leaves it open
 
     def __enter__(self) -> Source:
         return self

@@ -19,7 +19,7 @@ from PIL import Image
 
 from etlbench.data.canonical import MIN_IMAGE_SIZE, SPLITS, fingerprint, load_npz
 from etlbench.errors import ConfigError, DatasetError
-from etlbench.prepare.archives import Source
+from etlbench.prepare.archives import Source, reason
 
 #: The seed behind the staged files (``shared/data/README.md``): FER2013 uses it, UTKFace it + 1, AFLW2000-3D it + 2.
 SEED = 20240601
@@ -64,8 +64,7 @@ def decode(data: bytes, where: str, color: Color) -> Image.Image:
     except DatasetError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise DatasetError(f"{where}: not a decodable image ({reason})") from err
+        raise DatasetError(f"{where}: not a decodable image ({reason(err)})") from err
     mode = "L" if color == "gray" else "RGB"
     return image if image.mode == mode else image.convert(mode)
 
@@ -168,11 +167,8 @@ class Written:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def write_canonical(arrays: dict[str, np.ndarray], path: Path) -> Written:

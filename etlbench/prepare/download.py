@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -16,17 +17,15 @@ from typing import TextIO
 
 from etlbench.errors import ConfigError, DatasetError
 from etlbench.plugins import DatasetSpec, RemoteFile
+from etlbench.prepare.archives import mib
 
 CHUNK = 1 << 16
 TIMEOUT_S = 60
 
 
 def md5_of(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def chosen(spec: DatasetSpec, variant: str | None) -> list[RemoteFile]:
@@ -87,7 +86,7 @@ def _get(url: str, part: Path, progress: TextIO | bool) -> None:
             _say(progress, f"{url}: the server does not resume; starting again from the first byte")
             have = 0
         length = response.headers.get("Content-Length")
-        total = have + int(length) if length and length.isdigit() else None
+        total = have + int(length) if length and re.fullmatch(r"\d+", length, re.ASCII) else None
         with open(part, "ab" if resumed else "wb") as out:
             done, shown = have, 0.0
             if resumed:
@@ -98,17 +97,13 @@ def _get(url: str, part: Path, progress: TextIO | bool) -> None:
                     done += len(chunk)
                     if time.monotonic() - shown > 1:
                         shown = time.monotonic()
-                        _say(progress, f"{part.name}: {_mib(done)}" + (f" of {_mib(total)}" if total else ""), "\r")
+                        _say(progress, f"{part.name}: {mib(done)}" + (f" of {mib(total)}" if total else ""), "\r")
             except OSError as err:
                 raise DatasetError(f"{url}: the download broke off after {done:,} bytes ({err}); run again to "
                                    "resume it") from err
-        _say(progress, f"{part.name}: {_mib(done)}" + (f" of {_mib(total)}" if total else ""))
+        _say(progress, f"{part.name}: {mib(done)}" + (f" of {mib(total)}" if total else ""))
     if total is not None and done != total:
         raise DatasetError(f"{url}: got {done:,} of {total:,} bytes; run again to resume")
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 def _say(progress: TextIO | bool, text: str, end: str = "\n") -> None:

@@ -20,7 +20,6 @@ from etlbench.prepare.common import (
     SEED,
     SPLIT_NAMES,
     Converted,
-    check_size,
     decode_all,
     largest_remainder,
     log,
@@ -41,7 +40,6 @@ def convert(source: Source, *, size: int = 48, subsample: int | None = 8000, see
     class-stratified proportional sample (per class, in class order, ``choice`` without replacement over its images
     sorted by file name, from one ``numpy.random.default_rng(seed)``; shares rounded by largest remainder);
     ``None`` keeps all 28,709. Val and test stay whole. Rows are sorted by (split, file name)."""
-    check_size(size)
     csv_members = [n for n in source.names() if n.rsplit("/", 1)[-1].lower() in CSV_FILES
                    or (source.single_file and n.lower().endswith(".csv"))]
     if len(csv_members) > 1:

@@ -19,9 +19,6 @@ from etlbench.prepare.common import (
     SPLIT_NAMES,
     Color,
     Converted,
-    check_crop,
-    check_fractions,
-    check_size,
     decode_all,
     log,
     random_split,
@@ -42,11 +39,7 @@ class _Options:
     classes: tuple[str, ...] | None
     crop: tuple[int, ...] | None
 
-    def __post_init__(self) -> None:
-        check_size(self.size)
-        check_crop(self.crop)
-        if self.split is not None:
-            check_fractions(self.split)
+    def __post_init__(self) -> None:  # size, crop and split: checked by prepare() before the source is opened
         if not self.label_key.isidentifier() or self.label_key in _RESERVED:
             raise ConfigError(f"label_key: expected a name for the label array (e.g. label, age), not one of "
                               f"{', '.join(_RESERVED)}; got {self.label_key!r}", "label_key")
@@ -93,16 +86,19 @@ def convert_csv(source: Source, *, label_key: str = "label", size: int = 64, col
     if len(tables) != 1:
         raise DatasetError(f"{source.path}: expected one CSV of file and label, found {len(tables)}")
     rows = _read_table(source, tables[0], label_key)
-    images = Source(source.path.parent) if source.single_file else source
     prefix = "" if source.single_file else tables[0].rpartition("/")[0]
+    named = [safe_name(f"{prefix}/{file}" if prefix else file) for _, file, _, _ in rows]
+    for (line, file, _, _), member in zip(rows, named, strict=True):
+        if member is None:
+            raise DatasetError(f"{source.where(tables[0])}: line {line}: image {file!r} would leave the folder")
+    # beside a CSV given alone: only the files it names are looked at, not the rest of its folder
+    images = Source(source.path.parent, only=named) if source.single_file else source
     try:
         files = set(images.names())
         members = []
-        for line, file, _, _ in rows:
-            member = safe_name(f"{prefix}/{file}" if prefix else file)
-            if member is None or member not in files:
-                raise DatasetError(f"{source.where(tables[0])}: line {line}: no image {file!r} "
-                                   f"{'(it would leave the folder)' if member is None else 'in ' + str(images.path)}")
+        for (line, file, _, _), member in zip(rows, named, strict=True):
+            if member not in files:
+                raise DatasetError(f"{source.where(tables[0])}: line {line}: no image {file!r} in {images.path}")
             members.append(member)
         numeric = classes is None and all(_is_number(label) for _, _, label, _ in rows)
         return _converted(images, members, [r[2] for r in rows], [r[3] for r in rows], options, numeric)

@@ -17,8 +17,6 @@ from etlbench.prepare.archives import Source
 from etlbench.prepare.common import (
     Color,
     Converted,
-    check_crop,
-    check_size,
     decode_all,
     log,
     strings,
@@ -36,8 +34,6 @@ def convert(source: Source, *, pairs: str | None = None, crop: tuple[int, ...] =
     black), resized to ``size`` px with PIL LANCZOS, in ``color`` (gray or rgb). ``identity`` indexes the sorted
     names of the people in the pairs; ``pair_a``/``pair_b`` index the rows; ``pair_fold`` is the fold in file
     order."""
-    check_size(size)
-    check_crop(crop)
     table, where = _read_pairs(source, pairs)
     files = unique_basenames(source, [n for n in source.names() if _in_person_folder(n)])
     wanted = sorted({name for a, b, _, _ in table for name in (a, b)})
@@ -107,7 +103,7 @@ def _read_pairs(source: Source, pairs: str | None) -> tuple[list[tuple[str, str,
         f = line.split()
         same = k % (2 * n) < n
         names = (f[0], f[1], f[0], f[2]) if same and len(f) == 3 else tuple(f) if not same and len(f) == 4 else ()
-        if not names or not all(v.isdigit() and int(v) > 0 for v in names[1::2]):
+        if not names or not all(re.fullmatch(r"\d+", v, re.ASCII) and int(v) > 0 for v in names[1::2]):
             expected = "name n1 n2 (a same-person pair)" if same else "name1 n1 name2 n2 (a different-person pair)"
             raise DatasetError(f"{where}: line {number}: expected {expected}, got {line.strip()!r}")
         a, b = f"{names[0]}_{int(names[1]):04d}.jpg", f"{names[2]}_{int(names[3]):04d}.jpg"

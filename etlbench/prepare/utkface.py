@@ -15,7 +15,6 @@ from etlbench.prepare.common import (
     SEED,
     SPLIT_NAMES,
     Converted,
-    check_size,
     decode_all,
     log,
     random_split,
@@ -35,7 +34,6 @@ def convert(source: Source, *, size: int = 64, subsample: int | None = 8000, see
     random sample of that many valid images, ``numpy.random.default_rng(seed).choice(n, subsample,
     replace=False)`` over the valid file names sorted (``None``: all 23,702); the same generator then draws the
     split's permutation (``split``: train, val, test fractions). Rows are ordered by file name."""
-    check_size(size)
     valid: dict[str, tuple[int, int, int]] = {}
     members: dict[str, str] = {}
     skipped: list[str] = []
