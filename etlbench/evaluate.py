@@ -24,7 +24,7 @@ from torch import nn
 from etlbench.backbones import create_backbone
 from etlbench.backbones.base import Preprocess
 from etlbench.data import SPLITS, DatasetError, FaceData, load_dataset
-from etlbench.data.datasets import resize_images
+from etlbench.data.datasets import resize_images, subgroups
 from etlbench.errors import LabelError, MissingLabels, ResultsError
 from etlbench.identity import code_version
 from etlbench.model_io import load_pruned, load_tensors
@@ -33,7 +33,6 @@ from etlbench.tasks import Task, create_task
 from etlbench.tasks.base import Scoring, group_metrics
 from etlbench.train import TrainConfig, build_task_model, predict
 from etlbench.transfer import TransferSpec, checkpoint_path
-from etlbench.trial import retention
 
 
 @dataclass
@@ -77,8 +76,8 @@ def evaluation_set(task: Task, dataset: FaceData) -> EvaluationSet:
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
         raise DatasetError(f"{dataset.source}: no {split} samples for task {task.name}")
-    return EvaluationSet(task, dataset, scoring, dataset.images[idx], scoring.targets[idx],
-                         {a: g.labels[idx] for a, g in found.items()}, {a: g.names for a, g in found.items()}, split)
+    return EvaluationSet(task, dataset, scoring, dataset.images[idx], scoring.targets[idx], subgroups(found, idx),
+                         {a: g.names for a, g in found.items()}, split)
 
 
 def setting_of(spec: dict[str, Any]) -> TransferSpec:
@@ -158,9 +157,10 @@ class _Models:
             own = self.score(setting, out / trial["model_file"], cut=trial.get("cut_layer"))
         except Exception as err:  # one model that fails never ends the evaluation of the others
             return {**row, **failure(err)}
+        kept, over = (own["metric"], base["metric"]) if scoring.higher_is_better else (base["metric"], own["metric"])
         return {**row, "status": "ok", **own, "baseline_metric": base["metric"],
                 "baseline_group_metrics": base["group_metrics"],
-                "retention": retention(own["metric"], base["metric"], scoring.higher_is_better)}
+                "retention": kept / over if over else float("nan")}  # a score of 0 has no ratio
 
 
 def _stored(store: ResultsStore, task: str | None, ids: set[str] | None, done: set[str]
@@ -190,7 +190,7 @@ def evaluate_run(out_dir: str | Path, dataset: str, task: str | None = None, dat
         done = set() if again or scored.empty else \
             set(scored.loc[(scored["fingerprint"] == data.fingerprint) & (scored["status"] == "ok"), "trial_id"])
         trials = _stored(store, task, ids, done)
-        if not trials and done:
+        if not trials and (done or ids is not None):  # all scored before, or none of a run's trials left a model
             return {"dataset": data.name, "fingerprint": data.fingerprint, "evaluated": counts, "skipped": {},
                     "seconds": time.perf_counter() - start}
         if not trials:

@@ -52,13 +52,17 @@ def test_age_groups_are_scored_as_group_accuracy() -> None:
     folder_style = evaluation_set(create_task("age"), _data(2, age=np.array([1, 0], np.uint8),
                                                             age_names=np.array(["20-29", "30-39"])))
     assert folder_style.targets.tolist() == [1, 0] and folder_style.scoring.metric_name == "age_group_accuracy"
+    with pytest.raises(LabelError, match=r"cannot read '\(32, 25\)' as an age range"):
+        age_ranges(["(32, 25)"])
     with pytest.raises(LabelError, match="cannot read 'adults' as an age range"):
         evaluation_set(create_task("age"), _data(1, age_group=np.array([0]), age_group_names=np.array(["adults"])))
 
 
 def test_genders_are_matched_by_name_and_a_gender_only_set_scores_gender_only() -> None:
     data = _data(3, gender=np.array([0, 1, 1]), gender_names=np.array(["Female", "Male"]))
-    assert evaluation_set(create_task("gender"), data).targets.tolist() == [1, 0, 0]
+    view = evaluation_set(create_task("gender"), data)
+    assert view.targets.tolist() == [1, 0, 0] and view.scoring.note == "genders matched by name (0 female, 1 male) " \
+        "to 0 male, 1 female"
     with pytest.raises(MissingLabels, match="'age'"):
         evaluation_set(create_task("age"), data)
     with pytest.raises(LabelError, match=r"\['other'\]"):

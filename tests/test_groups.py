@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from etlbench.data import load_dataset, task_data
-from etlbench.errors import LabelError
+from etlbench.data import load_dataset, load_npz, task_data
+from etlbench.errors import DatasetError, LabelError
 from etlbench.report.groups import UNPRUNED, fairest, group_points, group_summary
 from etlbench.results import ResultsStore
 from etlbench.tasks import create_task
@@ -47,12 +47,31 @@ def test_each_task_groups_by_the_labels_its_dataset_has() -> None:
     assert create_task("age").groups({"images": arrays["images"], "age": arrays["age"]}) == {}
 
 
-def test_a_malformed_group_array_is_an_error_that_names_it() -> None:
+def test_group_arrays_of_whole_numbers_of_any_dtype_and_unknowns() -> None:
     arrays = _utk_like()
-    with pytest.raises(LabelError, match=r"group array 'race'.*one non-negative integer per image"):
+    as_float = label_groups({**arrays, "race": arrays["race"].astype(np.float32)}, "race")
+    np.testing.assert_array_equal(as_float.labels, arrays["race"])
+    assert label_groups({**arrays, "gender": arrays["gender"].astype(bool)}, "gender").names == ("0", "1")
+    unknown = np.where(np.arange(12) < 2, -1, arrays["race"]).astype(np.int8)  # -1: race not labelled
+    task = create_task("age")
+    out = group_metrics(task, np.zeros((12, 1)), np.ones((12, 1)), {"race": label_groups({**arrays, "race": unknown},
+                                                                                         "race").labels},
+                        {"race": ("white", "black", "asian", "indian", "others")})
+    assert sum(g["n"] for g in out["race"].values()) == 10  # the unknowns are in no group
+    folder_ages = {**arrays, "age": np.zeros(12, np.uint8), "age_names": np.array(["20-29"])}
+    assert "age_band" not in create_task("gender").groups(folder_ages)  # group labels are not years
+
+
+def test_a_malformed_group_array_is_an_error_that_names_file_and_array(tmp_path: Path) -> None:
+    arrays = _utk_like()
+    with pytest.raises(LabelError, match=r"group array 'race' must hold one whole number per image"):
         label_groups({**arrays, "race": arrays["race"][:-1]}, "race")
     with pytest.raises(LabelError, match="'race'"):
-        label_groups({**arrays, "race": arrays["race"].astype(np.float32)}, "race")
+        label_groups({**arrays, "race": arrays["race"] + 0.5}, "race")
+    arrays["split"] = np.arange(12, dtype=np.uint8) % 3
+    np.savez(tmp_path / "d.npz", **{**arrays, "race": arrays["race"] + 0.5})
+    with pytest.raises(DatasetError, match=r"d.npz: group array 'race'"):
+        task_data(create_task("age"), load_npz(tmp_path / "d.npz"))
     assert band_groups(np.array([1.0]), (10,), "").names == ("<10", ">=10")
 
 
@@ -87,7 +106,7 @@ def _row(method: str, compression: float, seed: int, groups: dict, base: dict, s
 @pytest.fixture
 def group_trials() -> pd.DataFrame:
     rows = []
-    for seed, base in enumerate(({"a": 5.0, "b": 7.0}, {"a": 5.0, "b": 8.0})):
+    for seed, base in enumerate(({"a": 5.0, "b": 7.0}, {"a": 5.0, "b": 8.0})):  # the baseline's worst: b
         rows += [_row("x", 4.0, seed, {"a": 6.0, "b": 9.0 + seed}, base),  # worst b, gap 3 / 4 (baseline 2 / 3)
                  _row("y", 4.0, seed, {"a": 5.0, "b": 7.5 + seed}, base)]  # gap 2.5 / 3.5
     rows.append(_row("x", 16.0, 0, {"a": 9.0, "b": 8.0}, {"a": 5.0, "b": 7.0}, status="failed"))
@@ -108,6 +127,12 @@ def test_worst_group_gap_and_their_change_against_the_baseline(group_trials: pd.
     y = summary.loc[("y", "4x")]
     assert y["gap_change"] == 0.5 and y["smallest_group"] == 10
     assert fairest(group_summary(group_trials)).iloc[0][["target", "method"]].tolist() == ["4x", "y"]
+
+
+def test_the_unpruned_row_names_the_baselines_own_worst_group() -> None:
+    rows = [_row("x", 4.0, 0, {"a": 6.0, "b": 9.0}, {"a": 8.0, "b": 7.0})]  # pruned: b is worst; unpruned: a
+    summary = group_summary(pd.DataFrame(rows)).set_index("method")
+    assert (summary.loc[UNPRUNED, "worst_group"], summary.loc["x", "worst_group"]) == ("a", "b")
 
 
 def test_a_report_shows_who_pays_for_compression(group_trials: pd.DataFrame, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from etlbench.paths import data_root
 from etlbench.plugins import SYNTHETIC, DatasetSpec
 from etlbench.registry import DATASETS
 from etlbench.tasks import Task
-from etlbench.tasks.base import group_metrics
+from etlbench.tasks.base import Groups, group_metrics
 
 SYNTHETIC_SIZE = 2000
 
@@ -114,13 +114,13 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
         return TaskData(task, dataset, images, targets)
     try:
         y = task.targets(dataset.arrays)
+        found = task.groups(dataset.arrays)
     except ValueError as err:
         raise DatasetError(f"{dataset.source}: {err}") from err
     if "split" not in dataset.arrays:
         raise DatasetError(f"{dataset.source}: no 'split' array (train/val/test), which task {task.name} needs")
     mask = task.sample_mask(dataset.arrays)
     split = dataset.arrays["split"]
-    found = task.groups(dataset.arrays)
     images, targets, groups = {}, {}, {}
     for name, value in SPLITS.items():
         idx = np.flatnonzero(mask & (split == value))
@@ -128,6 +128,10 @@ def task_data(task: Task, dataset: FaceData, max_train: int | None = None, seed:
             idx = _train_subset(idx, max_train, seed)
         if len(idx) == 0:
             raise DatasetError(f"{dataset.source}: no {name} samples for task {task.name}")
-        images[name], targets[name] = dataset.images[idx], y[idx]
-        groups[name] = {attribute: g.labels[idx] for attribute, g in found.items()}
+        images[name], targets[name], groups[name] = dataset.images[idx], y[idx], subgroups(found, idx)
     return TaskData(task, dataset, images, targets, groups, {attribute: g.names for attribute, g in found.items()})
+
+
+def subgroups(found: dict[str, Groups], idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Each attribute's group labels of the samples ``idx``."""
+    return {attribute: g.labels[idx] for attribute, g in found.items()}

@@ -33,7 +33,8 @@ def group_points(trials: pd.DataFrame) -> pd.DataFrame:
     """Per ok trial with per-group metrics, per attribute: worst group, its metric and the gap, the baseline's."""
     rows: list[dict[str, Any]] = []
     if "group_metrics" not in trials:
-        return pd.DataFrame(columns=[*_POINT, "worst_group", "worst", "gap", "baseline_worst", "baseline_gap"])
+        return pd.DataFrame(columns=[*_POINT, "worst_group", "worst", "gap", "baseline_worst_group", "baseline_worst",
+                                     "baseline_gap"])
     for _, t in trials[trials["status"] == "ok"].iterrows():
         own, base = t["group_metrics"], t.get("baseline_group_metrics")
         if not isinstance(own, dict):
@@ -44,11 +45,12 @@ def group_points(trials: pd.DataFrame) -> pd.DataFrame:
                 continue
             name, worst, gap = extremes(groups, higher)
             base_groups = base.get(attribute) if isinstance(base, dict) else None
-            b_worst, b_gap = extremes(base_groups, higher)[1:] if base_groups and len(base_groups) > 1 \
-                else (np.nan, np.nan)
+            b_name, b_worst, b_gap = extremes(base_groups, higher) if base_groups and len(base_groups) > 1 \
+                else (None, np.nan, np.nan)
             rows.append({"task": t["task"], "attribute": attribute, "method": t["method"],
                          "target": target_label(t["compression"]), "seed": t["seed"], "worst_group": name,
-                         "worst": worst, "gap": gap, "baseline_worst": b_worst, "baseline_gap": b_gap,
+                         "worst": worst, "gap": gap, "baseline_worst_group": b_name, "baseline_worst": b_worst,
+                         "baseline_gap": b_gap,
                          "groups": len(groups), "smallest_group": min(g["n"] for g in groups.values())})
     return pd.DataFrame(rows)
 
@@ -63,8 +65,9 @@ def group_summary(trials: pd.DataFrame) -> pd.DataFrame:
     points = points.assign(worst_change=points["worst"] - points["baseline_worst"],
                            gap_change=points["gap"] - points["baseline_gap"])
     baseline = (points.drop_duplicates(["task", "attribute", "seed"])
-                .assign(method=UNPRUNED, target="1x", worst=lambda d: d["baseline_worst"],
-                        gap=lambda d: d["baseline_gap"], worst_change=0.0, gap_change=0.0))
+                .assign(method=UNPRUNED, target="1x", worst_group=lambda d: d["baseline_worst_group"],
+                        worst=lambda d: d["baseline_worst"], gap=lambda d: d["baseline_gap"], worst_change=0.0,
+                        gap_change=0.0))
     both = pd.concat([baseline, points], ignore_index=True)
     keys = ["task", "attribute", "method", "target"]
     grouped = both.groupby(keys, sort=False)

@@ -41,13 +41,16 @@ class Groups(NamedTuple):
 
 def label_groups(arrays: dict[str, np.ndarray], key: str, names_key: str | None = None) -> Groups | None:
     """The groups of a label array (``None`` where the dataset lacks it), named by ``names_key`` (default
-    ``KEY_names``) where the dataset names them, else by their index."""
+    ``KEY_names``) where the dataset names them, else by their index. Integers, booleans and whole floats are
+    group indices; a negative one (e.g. -1 for unknown) puts its sample in no group."""
     if key not in arrays:
         return None
     labels = np.asarray(arrays[key])
-    if labels.shape != (len(arrays["images"]),) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise LabelError(f"group array {key!r} must hold one non-negative integer per image "
-                         f"({len(arrays['images'])}); got dtype {labels.dtype} shape {labels.shape}")
+    numeric = labels.dtype == bool or np.issubdtype(labels.dtype, np.integer) or (
+        np.issubdtype(labels.dtype, np.floating) and bool(np.all(np.isfinite(labels) & (labels == np.round(labels)))))
+    if labels.shape != (len(arrays["images"]),) or not numeric:
+        raise LabelError(f"group array {key!r} must hold one whole number per image ({len(arrays['images'])}); "
+                         f"got dtype {labels.dtype} shape {labels.shape}")
     labels = labels.astype(np.int64)
     stored = arrays.get(names_key or f"{key}_names")
     names = [str(n) for n in np.asarray(stored).reshape(-1)] if stored is not None else []

@@ -143,7 +143,7 @@ def age_ranges(names: list[str], key: str = "age_group_names") -> np.ndarray:
     out = []
     for name in names:
         closed, open_ = _RANGE[0].match(name), _RANGE[1].match(name)
-        if closed:
+        if closed and float(closed[1]) <= float(closed[2]):
             out.append((float(closed[1]), float(closed[2])))
         elif open_:
             out.append((float(next(g for g in open_.groups() if g)), np.inf))
@@ -165,7 +165,7 @@ AGE_BANDS = (18, 30, 45, 60)  # years: children, young adults, adults, middle-ag
 def demographic_groups(arrays: dict[str, np.ndarray], age_bands: bool) -> dict[str, Groups]:
     """UTKFace's own labels: race (5 groups) and gender, and (``age_bands``) age bands where the dataset has ages."""
     found = {key: label_groups(arrays, key) for key in ("race", "gender")}
-    if age_bands and "age" in arrays:
+    if age_bands and "age" in arrays and "age_names" not in arrays:  # years, not age-group labels
         found["age_band"] = band_groups(np.asarray(arrays["age"]), AGE_BANDS, "years")
     return {k: v for k, v in found.items() if v is not None}
 
@@ -242,8 +242,9 @@ class Gender(Task):
         if names is None or self.label_key not in arrays:
             return super().scoring(arrays)
         targets = recoded(arrays[self.label_key], names, _GENDER_NAMES, "gender_names", "male and female")
+        coding = ", ".join(f"{i} {n}" for i, n in enumerate(names))
         return Scoring(super().scoring({**arrays, self.label_key: targets}).targets, self.predictions, self.evaluate,
-                       self.metric_name, True)
+                       self.metric_name, True, f"genders matched by name ({coding}) to 0 male, 1 female")
 
 
 class Verification(Task):
