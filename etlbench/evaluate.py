@@ -111,7 +111,7 @@ def baseline_checkpoint(setting: TransferSpec, cache: Path) -> Path:
     return found[0]
 
 
-class _Models:
+class _Scorer:
     """Builds stored models, each setting's source network and baseline score once."""
 
     def __init__(self, view: EvaluationSet, cache: Path):
@@ -167,8 +167,8 @@ def _stored(store: ResultsStore, task: str | None, ids: set[str] | None, done: s
             ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The rows (and stored specs) of the trials that saved a model, of ``task`` (or all) and ``ids`` (or all), but
     not those in ``done``."""
-    specs = dict(store._db.execute("SELECT trial_id, spec FROM trials"))
-    return [(row, json.loads(specs[row["trial_id"]])) for row in store.rows(ids)
+    specs = store.specs()
+    return [(row, specs[row["trial_id"]]) for row in store.rows(ids)
             if row.get("model_file") and row.get("status") in ("trained", "ok") and task in (None, row.get("task"))
             and row["trial_id"] not in done]
 
@@ -204,9 +204,9 @@ def evaluate_run(out_dir: str | Path, dataset: str, task: str | None = None, dat
                 skipped[name] = str(err)
                 log(f"{name}: skipped ({err})")
                 continue
-            models = _Models(view, out / "cache" / "transfer")
+            scorer = _Scorer(view, out / "cache" / "transfer")
             for row, spec in [(r, s) for r, s in trials if r["task"] == name]:
-                result = models.row(row, spec, out)
+                result = scorer.row(row, spec, out)
                 store.put_evaluation(result)
                 counts[result["status"]] += 1
                 log(f"{name} {row['method']} {row.get('compression')} seed {row['seed']} on {data.name}: "

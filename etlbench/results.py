@@ -158,6 +158,10 @@ class ResultsStore:
                  row.get("seed"), run_id, now, _dumps(canonical(spec)), _dumps(row), row.get("code_version"),
                  row["experiment"], row.get("backbone")))
 
+    def specs(self) -> dict[str, dict[str, Any]]:
+        """Trial id -> the stored trial spec (``canonical`` form) of every stored trial."""
+        return {tid: json.loads(spec) for tid, spec in self._db.execute("SELECT trial_id, spec FROM trials")}
+
     def statuses(self) -> dict[str, str]:
         """Trial id -> status of every stored trial."""
         return dict(self._db.execute("SELECT trial_id, status FROM trials"))
