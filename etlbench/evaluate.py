@@ -33,6 +33,7 @@ from etlbench.tasks import Task, create_task
 from etlbench.tasks.base import Scoring, group_metrics
 from etlbench.train import TrainConfig, build_task_model, predict
 from etlbench.transfer import TransferSpec, checkpoint_path
+from etlbench.trial import retention
 
 
 @dataclass
@@ -157,10 +158,9 @@ class _Scorer:
             own = self.score(setting, out / trial["model_file"], cut=trial.get("cut_layer"))
         except Exception as err:  # one model that fails never ends the evaluation of the others
             return {**row, **failure(err)}
-        kept, over = (own["metric"], base["metric"]) if scoring.higher_is_better else (base["metric"], own["metric"])
         return {**row, "status": "ok", **own, "baseline_metric": base["metric"],
                 "baseline_group_metrics": base["group_metrics"],
-                "retention": kept / over if over else float("nan")}  # a score of 0 has no ratio
+                "retention": retention(own["metric"], base["metric"], scoring.higher_is_better)}
 
 
 def _stored(store: ResultsStore, task: str | None, ids: set[str] | None, done: set[str]

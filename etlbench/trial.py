@@ -99,8 +99,10 @@ class TrialSpec:
 
 
 def retention(metric: float, baseline: float, higher_is_better: bool) -> float:
-    """Higher is always better: pruned / baseline for scores, baseline / pruned for errors (docs/etl-method.md)."""
-    return metric / baseline if higher_is_better else baseline / metric
+    """Higher is always better: pruned / baseline for scores, baseline / pruned for errors (docs/etl-method.md);
+    NaN where the denominator is 0 (no ratio)."""
+    kept, over = (metric, baseline) if higher_is_better else (baseline, metric)
+    return kept / over if over else float("nan")
 
 
 def prune_context(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None
