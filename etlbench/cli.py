@@ -231,7 +231,7 @@ def _evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.evaluate import evaluate_run
 
     summary = evaluate_run(args.dir, args.dataset, task=args.task, data_root=args.data_root,
-                           log=lambda line: print(line, file=sys.stderr))
+                           again=not args.skip_scored, log=lambda line: print(line, file=sys.stderr))
     if not args.no_report:
         from etlbench.report import write_report
 
@@ -480,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="a canonical .npz file or a registered dataset name")
     p.add_argument("--task", help="evaluate only this task's models (default: every task the dataset has labels for)")
     p.add_argument("--data-root", help="folder of the registered datasets (default: $ETLBENCH_DATA)")
+    p.add_argument("--skip-scored", action="store_true",
+                   help="score only the models not yet scored on this dataset (default: score every model again)")
     p.add_argument("--no-report", action="store_true", help="do not rewrite the run's report afterwards")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_evaluate, show=_print_evaluate)

@@ -3,6 +3,7 @@ of a run scored on another dataset without touching the run's own rows."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -89,7 +90,8 @@ def test_a_spec_refuses_an_extra_test_set_it_cannot_score(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_every_stored_model_is_scored_on_another_dataset(tmp_path: Path, no_data_root: None) -> None:
+def test_every_stored_model_is_scored_on_another_dataset(tmp_path: Path, no_data_root: None,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     from etlbench.cli import main
     from etlbench.runner.execute import run_experiment
 
@@ -117,11 +119,12 @@ def test_every_stored_model_is_scored_on_another_dataset(tmp_path: Path, no_data
     assert inside["metric"] == pytest.approx(trial["metric"], abs=1e-6)
     assert inside["baseline_metric"] == pytest.approx(trial["baseline_metric"], abs=1e-6)
     assert sqlite3.connect(db).execute("SELECT row FROM trials").fetchall() == own_rows  # never touched
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--dataset", "synthetic", "--skip-scored", "--json", "--no-report"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluated"] == {"ok": 0, "failed": 0}  # scored above: not again
     board = (out / "leaderboard.md").read_text()
     assert "Cross-dataset" in board and "other_faces" in board
 
 
 def _evaluations(db: Path) -> list[dict]:
-    import json
-
     return [json.loads(r) for (r,) in sqlite3.connect(db).execute("SELECT row FROM evaluations")]
