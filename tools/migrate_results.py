@@ -8,10 +8,11 @@ Then:
 
     python tools/migrate_results.py DIR --preset NAME --code OLD_VERSION [--backbone NAME]
 
-matches every stored row of code OLD_VERSION to the trial of today's plan with the same task, method,
-compression and seed, checks that the stored spec equals the planned one field by field (fields added since
-only at the old behaviour), and rewrites the row under today's trial id, code version and experiment name, in
-one transaction (a model file of the run moves to its new name). Latencies are measurements: kept as measured.
+matches every stored row of the preset's experiment and code OLD_VERSION to the trial of today's plan with the
+same task, method, compression and seed, checks that the stored spec equals the planned one field by field
+(fields added since only at the old behaviour), and rewrites the row under today's trial id, code version and
+experiment name, in one transaction (a model file of the run moves to its new name). Latencies are measurements:
+kept as measured.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from etlbench.results import ResultsStore
 from etlbench.trial import TrialSpec
 
 
-def _stored(db: sqlite3.Connection) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+def _stored(db: sqlite3.Connection, experiment: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """The rows of one experiment (a folder may hold several, e.g. reference and reference-distill)."""
     return [(tid, json.loads(spec), json.loads(row)) for tid, spec, row in
-            db.execute("SELECT trial_id, spec, row FROM trials")]
+            db.execute("SELECT trial_id, spec, row FROM trials WHERE experiment = ?", (experiment,))]
 
 
 def _point(spec: dict[str, Any]) -> tuple:
@@ -67,7 +69,11 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
     ResultsStore(out / "results.sqlite").close()  # today's schema (the columns rows are scoped by)
     db = sqlite3.connect(out / "results.sqlite")
     updates, problems, moves = [], [], []
-    for tid, old, row in _stored(db):
+    stored = _stored(db, spec.name)
+    if not stored:
+        print(f"{out}: no rows of experiment {spec.name!r} to migrate", file=sys.stderr)
+        return 1
+    for tid, old, row in stored:
         if old.get("code_version", "").split("+")[-1] != old_code.split("+")[-1]:
             problems.append(f"{tid}: code {old.get('code_version')}, not {old_code}")
             continue
