@@ -49,6 +49,10 @@ TASKS: dict[str, Builtin] = {
                             "face verification on pairs (LFW protocol), the embedding as head, contrastive training; "
                             "accuracy, AUC, TAR at FAR 1e-3",
                             "accuracy (higher is better); labels 'identity'; default dataset lfw_pairs"),
+    "verification_reverse": Builtin("etlbench.tasks.face:VerificationReverse",
+                                    "verification's other half of the two-half protocol: folds 5-8 train, 9 "
+                                    "validates, 0-4 test",
+                                    "accuracy (higher is better); labels 'identity'; default dataset lfw_pairs"),
 }
 
 #: Append-only: a method's place here is its colour and marker in every figure (report.figures.method_style).
@@ -174,7 +178,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
                        "https://susanqq.github.io/UTKFace/ (non-commercial research only; Google Drive allows no "
                        "stable scripted download). No published checksum is known; pass the tar.gz (or the "
                        "folder of *.jpg.chip.jpg files) as --src"),
-    DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification",),
+    DatasetSpec("lfw_pairs", "lfw_pairs/lfw_pairs_64.npz", ("verification", "verification_reverse"),
                 "LFW View 2 verification pairs (Huang et al. 2007), 64 px gray",
                 converter="etlbench.prepare.lfw:convert",
                 downloads=(RemoteFile(_LFW + "lfw.tgz", "a17d05bd522c52d84eca14327a23d494", "original"),
@@ -186,6 +190,6 @@ DATASETS: tuple[DatasetSpec, ...] = (
                        "(`etlbench data download lfw_pairs` fetches them). The staged file was made from "
                        "grayscale, aligned images (LFW-a, Wolf et al.), which UMass does not serve: the other "
                        "variants give other pixels and another fingerprint"),
-    DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification"),
+    DatasetSpec(SYNTHETIC, None, ("head_pose", "emotion", "age", "gender", "verification", "verification_reverse"),
                 "procedural synthetic faces generated from the seed (the embedded default; not real data)"),
 )

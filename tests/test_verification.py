@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from etlbench.errors import DatasetError
+from etlbench.tasks import create_task
 from etlbench.verification import best_threshold, lfw_protocol, pair_scores, pairs_of
 
 
@@ -104,13 +105,17 @@ def test_splits_by_fold_keep_pairs_as_rows_of_their_own_images() -> None:
         split_by_folds(leaky, "toy.npz", train=(0, 1), val=(2,), test=(3,))
 
 
-def test_lfw_folds_are_identity_disjoint(real_data_root) -> None:
+def test_lfw_folds_are_identity_disjoint_in_both_halves(real_data_root) -> None:
     from etlbench.verification import split_by_folds
 
     arrays = dict(np.load(real_data_root / "lfw_pairs" / "lfw_pairs_64.npz"))
-    images, targets = split_by_folds(arrays, "lfw_pairs", train=(0, 1, 2, 3), val=(4,), test=(5, 6, 7, 8, 9))
-    assert len(targets["test"]) == 3000 and targets["test"][:, 2].sum() == 1500
-    assert len(images["train"]) + len(images["val"]) + len(images["test"]) == 7701
+    tested = []
+    for half in ("verification", "verification_reverse"):  # split_by_folds refuses an identity in train and test
+        images, targets = split_by_folds(arrays, "lfw_pairs", **create_task(half).folds)
+        assert len(targets["test"]) == 3000 and targets["test"][:, 2].sum() == 1500
+        assert len(images["train"]) + len(images["val"]) + len(images["test"]) == 7701
+        tested += np.unique(targets["test"][:, 3]).tolist()
+    assert sorted(tested) == list(range(10))  # the two halves test every fold once
 
 
 def test_training_batches_hold_two_images_of_an_identity_where_it_has_two() -> None:

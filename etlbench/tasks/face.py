@@ -252,10 +252,10 @@ class Verification(Task):
     folds' identities with the contrastive loss (Grundstrom et al., ICIAR 2016; Hadsell et al., CVPR 2006).
 
     Splits come from the pair folds (:func:`etlbench.verification.split_by_folds`): the images of folds 0-3 with
-    their identities train, fold 4's pairs validate, folds 5-9's pairs test (one half of a two-half protocol). A
-    pair's score is the cosine similarity of its embeddings; test accuracy is the mean over the test folds, each at
-    the threshold chosen on the others; a single val fold is read at its own best threshold (optimistic, for
-    selection only).
+    their identities train, fold 4's pairs validate, folds 5-9's pairs test (one half of a two-half protocol; the
+    other is :class:`VerificationReverse`). A pair's score is the cosine similarity of its embeddings; test accuracy
+    is the mean over the test folds, each at the threshold chosen on the others; a single val fold is read at its
+    own best threshold (optimistic, for selection only).
     """
 
     name = "verification"
@@ -304,3 +304,12 @@ class Verification(Task):
 
         scores = pair_scores(predictions, targets[:, 0], targets[:, 1])
         return lfw_protocol(scores, targets[:, 2], targets[:, 3]).fields()
+
+
+class VerificationReverse(Verification):
+    """The other half of :class:`Verification`'s two-half protocol (Grundstrom et al., ICIAR 2016, issue 16): folds
+    5-8 train, 9 validates, 0-4 test. With the first half, every fold of the ten is tested once, by a model that
+    never saw its identities; the two halves' test accuracies together give the 10-fold figure."""
+
+    name = "verification_reverse"
+    folds: ClassVar[dict[str, tuple[int, ...]]] = {"train": (5, 6, 7, 8), "val": (9,), "test": (0, 1, 2, 3, 4)}
