@@ -31,14 +31,24 @@ from etlbench.results import ResultsStore
 from etlbench.trial import TrialSpec
 
 
-def _stored(db: sqlite3.Connection, experiment: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-    """The rows of one experiment (a folder may hold several, e.g. reference and reference-distill)."""
-    return [(tid, json.loads(spec), json.loads(row)) for tid, spec, row in
-            db.execute("SELECT trial_id, spec, row FROM trials WHERE experiment = ?", (experiment,))]
+def _stored(db: sqlite3.Connection, experiment: str) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """Id, code version (the spec's, in the old layout, else the column's), spec and row of every row of one
+    experiment (a folder may hold several, e.g. reference and reference-distill)."""
+    return [(tid, json.loads(spec).get("code_version") or code, json.loads(spec), json.loads(row))
+            for tid, code, spec, row in db.execute("SELECT trial_id, code_version, spec, row FROM trials "
+                                                   "WHERE experiment = ?", (experiment,))]
 
 
 def _point(spec: dict[str, Any]) -> tuple:
-    return spec["task"], spec["method"], spec["compression"], spec["seed"]
+    where = spec.get("setting", spec)  # today's layout nests the setting; the old one was flat
+    return where["task"], spec["method"], spec["compression"], where["seed"]
+
+
+def _restrict(planned: Any, stored: Any) -> Any:
+    """``planned`` with only the keys that ``stored`` has, at every depth (fields added since are not compared)."""
+    if isinstance(planned, dict) and isinstance(stored, dict):
+        return {k: _restrict(planned.get(k), v) for k, v in stored.items()}
+    return planned
 
 
 def _old_view(t: TrialSpec) -> dict[str, Any]:
@@ -51,14 +61,12 @@ def _old_view(t: TrialSpec) -> dict[str, Any]:
 
 
 def _differences(old: dict[str, Any], t: TrialSpec) -> list[str]:
-    new, out = _old_view(t), []
+    new, out = canonical(t) if "setting" in old else _old_view(t), []
     for key, value in old.items():
         if key in ("code_version", "data_root"):
             continue
-        planned = new.get(key)
-        if isinstance(value, dict) and isinstance(planned, dict):  # new fields may only be added at old behaviour
-            planned = {k: planned.get(k) for k in value}
-        if json.loads(json.dumps(planned)) != value:
+        planned = json.loads(json.dumps(_restrict(new.get(key), value), default=str))
+        if planned != value:
             out.append(f"{key}: stored {value!r}, planned {planned!r}")
     return out
 
@@ -73,9 +81,9 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
     if not stored:
         print(f"{out}: no rows of experiment {spec.name!r} to migrate", file=sys.stderr)
         return 1
-    for tid, old, row in stored:
-        if old.get("code_version", "").split("+")[-1] != old_code.split("+")[-1]:
-            problems.append(f"{tid}: code {old.get('code_version')}, not {old_code}")
+    for tid, stored_code, old, row in stored:
+        if (stored_code or "").split("+")[-1] != old_code.split("+")[-1]:
+            problems.append(f"{tid}: code {stored_code}, not {old_code}")
             continue
         t = trials.get(_point(old))
         diffs = ["not in today's plan"] if t is None else _differences(old, t)
@@ -84,7 +92,7 @@ def migrate(out: Path, preset: str, old_code: str, backbone: str | None = None) 
             continue
         new_id = t.trial_id()
         row.update(trial_id=new_id, code_version=code_version(), experiment=spec.name,
-                   data_fingerprint=t.setting.data_fingerprint, migrated_from=f"{tid} (code {old['code_version']})")
+                   data_fingerprint=t.setting.data_fingerprint, migrated_from=f"{tid} (code {stored_code})")
         if "model_file" in row:  # a model file of the run moves to its new name with its row
             old_file, row["model_file"] = out / row["model_file"], f"models/{new_id}.pt"
             if old_file.is_file():
