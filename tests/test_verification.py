@@ -215,3 +215,11 @@ def test_the_report_names_verifications_floor_as_what_it_is() -> None:
 
     assert floor_name("verification") == "frozen source embedding (untrained)"
     assert floor_name("gender") == floor_name("a-task-not-installed") == "frozen linear probe"
+
+
+def test_the_page_says_which_folds_each_verification_half_trains_and_tests_on() -> None:
+    from etlbench.report.leaderboard import split_note
+
+    assert split_note("verification") == "folds 0-3 train, 4 val, 5-9 test (one half of a two-half protocol)"
+    assert split_note("verification_reverse") == "folds 5-8 train, 9 val, 0-4 test (one half of a two-half protocol)"
+    assert split_note("gender") == split_note("a-task-not-installed") == ""

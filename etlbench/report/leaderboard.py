@@ -118,13 +118,33 @@ def with_pareto(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def floor_name(task: str) -> str:
-    """What the floor row (``linear_probe_metric``) of ``task`` is: the frozen source's own embedding for
-    verification, the frozen linear probe of the unpruned network otherwise (or where the task is not installed)."""
+def _task_class(task: str) -> type | None:
+    """The registered class of ``task``, or None where it is not installed (a database from elsewhere)."""
     from etlbench.registry import TASKS, UnknownNameError
 
     try:
-        verification = TASKS.get(task).kind == "verification"
+        return TASKS.get(task)
     except UnknownNameError:
-        verification = False
-    return "frozen source embedding (untrained)" if verification else "frozen linear probe"
+        return None
+
+
+def floor_name(task: str) -> str:
+    """What the floor row (``linear_probe_metric``) of ``task`` is: the frozen source's own embedding for
+    verification, the frozen linear probe of the unpruned network otherwise (or where the task is not installed)."""
+    cls = _task_class(task)
+    return "frozen source embedding (untrained)" if cls and cls.kind == "verification" else "frozen linear probe"
+
+
+def split_note(task: str) -> str:
+    """How a task that splits by folds (verification) splits, for the page: which folds train, validate and test;
+    empty for the other tasks (their splits are the dataset's)."""
+    folds = getattr(_task_class(task), "folds", None)
+    if not folds:
+        return ""
+
+    def span(f: tuple[int, ...]) -> str:
+        contiguous = len(f) > 1 and list(f) == list(range(min(f), max(f) + 1))
+        return f"{min(f)}-{max(f)}" if contiguous else ",".join(map(str, f))
+
+    return "folds " + ", ".join(f"{span(f)} {name}" for name, f in folds.items()) + \
+        " (one half of a two-half protocol)"

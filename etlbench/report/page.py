@@ -23,6 +23,7 @@ from etlbench.report.leaderboard import (
     headline,
     method_scores,
     overall_ranks,
+    split_note,
     summarize,
     with_pareto,
 )
@@ -203,7 +204,8 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 
 def _heading(task: str, metric: tuple[str, bool]) -> str:
-    return f"{task} — {metric[0]}, {'higher' if metric[1] else 'lower'} is better"
+    note = split_note(task)
+    return f"{task} — {metric[0]}, {'higher' if metric[1] else 'lower'} is better" + (f"; {note}" if note else "")
 
 
 _INTRO = ("Retention is the pruned model's quality over the unpruned transfer baseline's (baseline / pruned for "
