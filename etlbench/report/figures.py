@@ -34,9 +34,9 @@ _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
 _METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg": "MAE (degrees)"}
 
-#: Raster resolution: sharp on screen and in print at column width (vector SVG/PDF for anything larger); at 200 the
-#: self-contained leaderboard.html of a full grid passed 2 MB.
-PNG_DPI = 150
+#: Raster resolution: sharp on screen (vector SVG for print); at 150 the self-contained leaderboard.html of the
+#: reference grid, with its group-gap and cross-dataset figures, passed 2 MB.
+PNG_DPI = 100
 
 
 def method_style(method: str) -> tuple[tuple[float, float, float], str]:
