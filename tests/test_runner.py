@@ -164,6 +164,12 @@ def _rows(db: Path) -> dict[str, tuple[str, str]]:
         return {tid: (status, row) for tid, status, row in con.execute("SELECT trial_id, status, row FROM trials")}
 
 
+def _as_in_a_terminal() -> None:
+    """Ctrl-C at its default, as in a terminal: a shell starts a background command (``cmd &``) with SIGINT ignored,
+    the driver would inherit that, and Python never raises KeyboardInterrupt where SIGINT is ignored at startup."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_and_wait_for_rows(tmp_path: Path, n: int = 2) -> tuple[subprocess.Popen, list[str], Path]:
     """A run of 9 tiny trials on one worker, in its own process group, once ``n`` rows are stored."""
     spec = tmp_path / "spec.yaml"
@@ -173,7 +179,7 @@ def _start_and_wait_for_rows(tmp_path: Path, n: int = 2) -> tuple[subprocess.Pop
     cmd = [sys.executable, "-m", "etlbench.cli", "run", "--config", str(spec), "--out", str(out), "--workers", "1",
            "--no-progress"]
     driver = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=_as_in_a_terminal)
     db, deadline = out / "results.sqlite", time.monotonic() + 300
     before: dict[str, tuple[str, str]] = {}
     while time.monotonic() < deadline and len(before) < n and driver.poll() is None:
