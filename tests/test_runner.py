@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import shlex
 import shutil
 import signal
@@ -23,8 +24,10 @@ import etlbench
 from etlbench.config import parse_spec
 from etlbench.errors import RunnerError
 from etlbench.identity import code_version
+from etlbench.plan import ExperimentSpec
 from etlbench.registry import METHODS
 from etlbench.results import COLUMNS, ResultsStore
+from etlbench.runner import execute
 from etlbench.runner.execute import run_experiment
 
 TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
@@ -255,6 +258,31 @@ def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pyte
     assert main(["run", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "methods.magnitude.epsilon: method 'magnitude' does not take parameter 'epsilon'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or not Path("/proc/cpuinfo").is_file(),
+                    reason="reads the CPU's flags from Linux's /proc/cpuinfo on x86_64")
+def test_bf16_emulation_is_read_off_the_cpu() -> None:
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert execute.bf16_is_emulated() == (not flags & {"avx512_bf16", "amx_bf16"})
+
+
+def test_training_in_bf16_where_the_cpu_emulates_it_is_warned_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    def spec(transfer: str = "bf16", recovery: str = "bf16") -> ExperimentSpec:
+        return parse_spec({**TINY, "name": "p", "methods": ["magnitude"], "compressions": [4],
+                           "transfer": {**TINY["transfer"], "precision": transfer},
+                           "recovery": {**TINY["recovery"], "precision": recovery}})
+
+    monkeypatch.setattr(execute, "bf16_is_emulated", lambda: True)
+    (both,) = execute.local_warnings(spec(), workers=1, cores=2)
+    assert "transfer.precision and recovery.precision train under bf16" in both and "to fp32" in both
+    (one,) = execute.local_warnings(spec(recovery="fp32"), workers=1, cores=2)
+    assert "transfer.precision train" in one and "recovery.precision" not in one
+    assert execute.local_warnings(spec("fp32", "fp32"), workers=1, cores=2) == []
+    over, _ = execute.local_warnings(spec(), workers=4, cores=2)
+    assert "4 workers x 1 threads oversubscribe the 2 usable cores" in over
+    monkeypatch.setattr(execute, "bf16_is_emulated", lambda: False)
+    assert execute.local_warnings(spec(), workers=1, cores=2) == []
 
 
 def test_an_address_where_nothing_answers_fails_at_once(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
