@@ -35,8 +35,9 @@ COLUMNS = ("trial_id", "task", "dataset", "backbone", "method", "compression", "
            "train_seconds", "samples_seen", "cut_layer", "code_version", "experiment", "run_id", "updated_at")
 #: What a report never averages across: each (experiment, backbone) is its own section, of one code version.
 SCOPE = ("experiment", "backbone")
-#: Fields of a row that are lists or dicts: in the tidy frame only on request, never in results.csv.
-NESTED = ("recovery_curve", "group_metrics", "baseline_group_metrics")
+#: Fields of a row that are lists or dicts: in the tidy frame only on request, never in results.csv (``metrics``:
+#: every test metric of the task, e.g. verification's accuracy_std and auc beside its accuracy).
+NESTED = ("recovery_curve", "group_metrics", "baseline_group_metrics", "metrics")
 #: Statuses that end a trial for good; ``trained`` rows still wait for the measurement stage, ``failed`` re-run.
 FINAL = ("ok", "infeasible")
 
@@ -179,8 +180,8 @@ class ResultsStore:
 
     def frame(self, curves: bool = False) -> pd.DataFrame:
         """Every trial as one tidy DataFrame: the columns of docs/design.md, then the method-specific fields
-        (with ``curves``, also the nested fields of :data:`NESTED`: each trial's anytime recovery curve and its
-        and its baseline's per-group metrics). Rows written before rows
+        (with ``curves``, also the nested fields of :data:`NESTED`: each trial's anytime recovery curve, its and
+        its baseline's per-group metrics and all its test metrics). Rows written before rows
         carried their code version and experiment get them from their stored spec and the run that stored them."""
         import pandas as pd  # lazy: only the report needs pandas
 
@@ -191,7 +192,7 @@ class ResultsStore:
         for r in self.rows():
             code, run_id = written[r["trial_id"]]
             row = {k: v for k, v in r.items()
-                   if k not in ("traceback", "metrics", "history") and (curves or k not in NESTED)}
+                   if k not in ("traceback", "history") and (curves or k not in NESTED)}
             rows.append({**row, "code_version": row.get("code_version") or code,
                          "experiment": row.get("experiment") or experiments.get(run_id)})
         df = pd.DataFrame(rows)

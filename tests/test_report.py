@@ -333,3 +333,49 @@ def test_a_crowded_figure_shows_etl_the_controls_and_the_best_three_in_colour() 
     assert highlighted(summary) == {"etl", "random", "uniform", "scratch", "a", "c", "d"}
     few = summary[summary["method"].isin(["a", "b", "etl"])]
     assert highlighted(few) == {"a", "b", "etl"}
+
+
+def test_pooling_two_groups_gives_the_mean_and_std_of_their_union() -> None:
+    from etlbench.report.protocol import pooled
+
+    a, b = [0.91, 0.95, 0.93, 0.97, 0.90], [0.88, 0.99, 0.94, 0.92, 0.96]
+    mean, std = pooled([np.mean(a), np.mean(b)], [np.std(a, ddof=1), np.std(b, ddof=1)], [5, 5])
+    assert (mean, std) == (pytest.approx(np.mean(a + b)), pytest.approx(np.std(a + b, ddof=1)))
+
+
+def test_the_two_verification_halves_give_lfws_ten_fold_figure(tmp_path: Path) -> None:
+    """Per seed, the folds of both halves pooled exactly; a point run on one half only is left out; the section
+    is on the written page."""
+    from etlbench.report import write_report
+    from etlbench.report.protocol import ten_fold_table
+
+    rng = np.random.default_rng(0)
+    folds, rows = {}, []
+    for seed in (0, 1, 2):
+        for task, base in (("verification", 0.95), ("verification_reverse", 0.93)):
+            acc = list(rng.uniform(0.85, 0.95, 5))
+            folds[seed, task] = acc
+            rows.append({"trial_id": f"{task}-taylor-{seed}", "task": task, "method": "taylor", "compression": 4.0,
+                         "seed": seed, "status": "ok", "metric": float(np.mean(acc)), "baseline_metric": base,
+                         "retention": float(np.mean(acc)) / base, "metric_name": "accuracy", "higher_is_better": True,
+                         "params": 25.0, "macs": 250.0, "latency_ms": 2.5,
+                         "metrics": {"accuracy": float(np.mean(acc)), "accuracy_std": float(np.std(acc, ddof=1)),
+                                     "auc": 0.9 + 0.01 * seed + (task == "verification") * 0.02}})
+    rows.append({**rows[0], "trial_id": "one-half", "method": "magnitude"})
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        run = store.start_run({"name": "verification", "backbone": "dlib-resnet29"}, {"cpu": "test cpu"})
+        for row in rows:
+            store.put(row, {}, run)
+    from etlbench.report import load_results
+
+    table = ten_fold_table(load_results(tmp_path, curves=True)).set_index("method")
+    assert list(table.index) == ["unpruned (transfer baseline)", "taylor"]  # magnitude ran on one half only
+    per_seed = [folds[s, "verification"] + folds[s, "verification_reverse"] for s in (0, 1, 2)]
+    means = [np.mean(f) for f in per_seed]
+    assert table.loc["taylor", "accuracy (10 folds)"] == f"{np.mean(means):.4f} ± {ci95(pd.Series(means)):.3f}"
+    assert table.loc["taylor", "fold std"] == f"{np.mean([np.std(f, ddof=1) for f in per_seed]):.4f}"
+    assert table.loc["taylor", "AUC"] == f"{0.92:.4f}" and table.loc["taylor", "seeds"] == 3
+    assert table.loc["unpruned (transfer baseline)", "accuracy (10 folds)"] == "0.9400"
+    assert table.loc["taylor", "retention"] == f"{np.mean(means) / 0.94:.3f}"
+    write_report(tmp_path, formats=("png",))
+    assert "LFW's ten folds" in (tmp_path / "leaderboard.md").read_text()

@@ -118,7 +118,7 @@ def with_pareto(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _task_class(task: str) -> type | None:
+def task_class(task: str) -> type | None:
     """The registered class of ``task``, or None where it is not installed (a database from elsewhere)."""
     from etlbench.registry import TASKS, UnknownNameError
 
@@ -131,14 +131,14 @@ def _task_class(task: str) -> type | None:
 def floor_name(task: str) -> str:
     """What the floor row (``linear_probe_metric``) of ``task`` is: the frozen source's own embedding for
     verification, the frozen linear probe of the unpruned network otherwise (or where the task is not installed)."""
-    cls = _task_class(task)
+    cls = task_class(task)
     return "frozen source embedding (untrained)" if cls and cls.kind == "verification" else "frozen linear probe"
 
 
 def split_note(task: str) -> str:
     """How a task that splits by folds (verification) splits, for the page: which folds train, validate and test;
     empty for the other tasks (their splits are the dataset's)."""
-    folds = getattr(_task_class(task), "folds", None)
+    folds = getattr(task_class(task), "folds", None)
     if not folds:
         return ""
 

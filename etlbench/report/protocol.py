@@ -1,0 +1,78 @@
+"""LFW's ten folds from the two halves of the verification protocol (issue 16; Huang et al. 2007).
+
+``verification`` tests on folds 5-9 and ``verification_reverse`` on folds 0-4, each scoring its own test folds by
+the LFW protocol (a fold's threshold chosen on the others). A method, target and seed run on both halves gives
+LFW's ten-fold figure exactly: the mean of the ten fold accuracies is the size-weighted mean of the halves' means,
+and their standard deviation (n - 1) follows from each half's mean, standard deviation and number of folds. The
+AUC is the mean of the halves' (pooled over all pairs it would need the scores, which rows do not keep).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from etlbench.report.leaderboard import ci95, target_label, task_class
+
+UNPRUNED = "unpruned (transfer baseline)"
+
+
+def pooled(means: Sequence[float], stds: Sequence[float], sizes: Sequence[int]) -> tuple[float, float]:
+    """Mean and standard deviation (n - 1) of the union of groups, from each group's mean, standard deviation
+    (n - 1) and size."""
+    n = sum(sizes)
+    mean = sum(k * m for m, k in zip(means, sizes, strict=True)) / n
+    squares = sum((k - 1) * s * s + k * (m - mean) ** 2 for m, s, k in zip(means, stds, sizes, strict=True))
+    return mean, math.sqrt(squares / (n - 1)) if n > 1 else 0.0
+
+
+def _test_folds(task: str) -> tuple[int, ...]:
+    folds = getattr(task_class(task), "folds", None) or {}
+    return tuple(folds.get("test", ()))
+
+
+def _halves(trials: pd.DataFrame) -> list[str]:
+    """The verification tasks of ``trials`` whose test folds are disjoint halves of the same folds."""
+    tasks = sorted(t for t in trials["task"].unique() if _test_folds(t))
+    if len(tasks) != 2 or set(_test_folds(tasks[0])) & set(_test_folds(tasks[1])):
+        return []
+    return tasks
+
+
+def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Per method and target: accuracy over the ten folds (mean over seeds of each seed's ten-fold mean, with
+    its 95% CI over seeds, and the fold standard deviation), the AUC, and retention against the unpruned
+    baseline's ten-fold accuracy; only (method, target, seed) that are ``ok`` on both halves count. Empty where
+    ``trials`` do not hold both halves."""
+    halves = _halves(trials)
+    if not halves or "metrics" not in trials:
+        return pd.DataFrame()
+    ok = trials[trials["task"].isin(halves) & (trials["status"] == "ok")].assign(
+        target=lambda d: d["compression"].map(target_label))
+    per_seed = []
+    for (method, target, seed), part in ok.groupby(["method", "target", "seed"]):
+        if set(part["task"]) != set(halves):
+            continue
+        part = part.drop_duplicates("task").set_index("task").loc[halves]
+        sizes = [len(_test_folds(t)) for t in halves]
+        metrics = [m if isinstance(m, dict) else {} for m in part["metrics"]]
+        mean, std = pooled(part["metric"].tolist(), [m.get("accuracy_std", math.nan) for m in metrics], sizes)
+        base = sum(k * b for b, k in zip(part["baseline_metric"], sizes, strict=True)) / sum(sizes)
+        per_seed.append({"method": method, "target": target, "seed": seed, "accuracy": mean, "fold_std": std,
+                         "auc": sum(m.get("auc", math.nan) for m in metrics) / len(metrics), "baseline": base,
+                         "retention": mean / base})
+    if not per_seed:
+        return pd.DataFrame()
+    seeds = pd.DataFrame(per_seed)
+    rows = [{"method": UNPRUNED, "target": "1x", "seeds": seeds.drop_duplicates("seed")["seed"].size,
+             "accuracy (10 folds)": f"{seeds.drop_duplicates('seed')['baseline'].mean():.4f}", "fold std": "not stored",
+             "AUC": "not stored", "retention": ""}]  # a row keeps only its baseline's mean accuracy
+    for (method, target), part in seeds.groupby(["method", "target"], sort=False):
+        ci = ci95(part["accuracy"])
+        rows.append({"method": method, "target": target, "seeds": len(part),
+                     "accuracy (10 folds)": f"{part['accuracy'].mean():.4f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}"),
+                     "fold std": f"{part['fold_std'].mean():.4f}", "AUC": f"{part['auc'].mean():.4f}",
+                     "retention": f"{part['retention'].mean():.3f}"})
+    return pd.DataFrame(rows)
