@@ -33,12 +33,12 @@ def _test_folds(task: str) -> tuple[int, ...]:
     return tuple(folds.get("test", ()))
 
 
-def _halves(trials: pd.DataFrame) -> list[str]:
-    """The verification tasks of ``trials`` whose test folds are disjoint halves of the same folds."""
-    tasks = sorted(t for t in trials["task"].unique() if _test_folds(t))
-    if len(tasks) != 2 or set(_test_folds(tasks[0])) & set(_test_folds(tasks[1])):
-        return []
-    return tasks
+def _halves(trials: pd.DataFrame) -> dict[str, tuple[int, ...]]:
+    """The verification tasks of ``trials`` whose test folds are disjoint halves, with their test folds."""
+    folds = {t: f for t in sorted(trials["task"].unique()) if (f := _test_folds(t))}
+    if len(folds) != 2 or set.intersection(*map(set, folds.values())):
+        return {}
+    return folds
 
 
 def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
@@ -46,9 +46,10 @@ def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
     its 95% CI over seeds, and the fold standard deviation), the AUC, and retention against the unpruned
     baseline's ten-fold accuracy; only (method, target, seed) that are ``ok`` on both halves count. Empty where
     ``trials`` do not hold both halves."""
-    halves = _halves(trials)
-    if not halves or "metrics" not in trials:
+    folds = _halves(trials)
+    if not folds or "metrics" not in trials:
         return pd.DataFrame()
+    halves, sizes = list(folds), [len(f) for f in folds.values()]
     ok = trials[trials["task"].isin(halves) & (trials["status"] == "ok")].assign(
         target=lambda d: d["compression"].map(target_label))
     per_seed = []
@@ -56,7 +57,6 @@ def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
         if set(part["task"]) != set(halves):
             continue
         part = part.drop_duplicates("task").set_index("task").loc[halves]
-        sizes = [len(_test_folds(t)) for t in halves]
         metrics = [m if isinstance(m, dict) else {} for m in part["metrics"]]
         mean, std = pooled(part["metric"].tolist(), [m.get("accuracy_std", math.nan) for m in metrics], sizes)
         base = sum(k * b for b, k in zip(part["baseline_metric"], sizes, strict=True)) / sum(sizes)
