@@ -36,8 +36,8 @@ COLUMNS = ("trial_id", "task", "dataset", "backbone", "method", "compression", "
 #: What a report never averages across: each (experiment, backbone) is its own section, of one code version.
 SCOPE = ("experiment", "backbone")
 #: Fields of a row that are lists or dicts: in the tidy frame only on request, never in results.csv (``metrics``:
-#: every test metric of the task, e.g. verification's accuracy_std and auc beside its accuracy).
-NESTED = ("recovery_curve", "group_metrics", "baseline_group_metrics", "metrics")
+#: every test metric of the task, e.g. verification's accuracy_std and auc beside its accuracy, and its baseline's).
+NESTED = ("recovery_curve", "group_metrics", "baseline_group_metrics", "metrics", "baseline_metrics")
 #: Statuses that end a trial for good; ``trained`` rows still wait for the measurement stage, ``failed`` re-run.
 FINAL = ("ok", "infeasible")
 

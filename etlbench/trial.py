@@ -152,7 +152,8 @@ def train_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = 
     row: dict[str, Any] = dict(
         dataset=ctx.data.dataset.name, data_fingerprint=ctx.data.dataset.fingerprint,
         synthetic=ctx.data.dataset.synthetic, metric_name=task.metric_name, higher_is_better=task.higher_is_better,
-        baseline_metric=base["metric"], baseline_group_metrics=base.get("group_metrics", {}),
+        baseline_metric=base["metric"], baseline_metrics=base.get("metrics", {}),
+        baseline_group_metrics=base.get("group_metrics", {}),
         linear_probe_metric=base.get("probe_metric"), input_size=list(ctx.size),
         baseline_train_seconds=base["train_seconds"], baseline_samples_seen=base["samples_seen"],
         budget_of=spec.budget_of, threads=spec.threads)

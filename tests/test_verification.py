@@ -168,13 +168,16 @@ def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path)
     from etlbench.trial import RECOVERY, TrialSpec, baseline_model, train_trial
 
     setting = TransferSpec(task="verification", dataset="synthetic", max_train=64, seed=1,
-                           train=TrainConfig(epochs=1, batch_size=16)).resolved()
-    spec = TrialSpec(setting, method="taylor", compression=4, recovery=replace(RECOVERY, max_steps=2, batch_size=16))
+                           train=TrainConfig(epochs=1, batch_size=16, precision="fp32")).resolved()
+    spec = TrialSpec(setting, method="taylor", compression=4, recovery=replace(RECOVERY, max_steps=2, batch_size=16,
+                                                                                   precision="fp32"))
     row, model = train_trial(spec, tmp_path)
     assert row["status"] == "trained", row.get("error")
     assert 0.4 < row["metric"] <= 1 and 0 < row["metrics"]["auc"] <= 1 and "accuracy_std" in row["metrics"]
     assert row["linear_probe_metric"] is not None and row["retention"] == pytest.approx(
         row["metric"] / row["baseline_metric"])
+    unpruned = row["baseline_metrics"]  # the unpruned baseline's fold spread and AUC, for the ten-fold report
+    assert unpruned["accuracy"] == row["baseline_metric"] and {"accuracy_std", "auc"} <= set(unpruned)
     base = baseline_model(spec, tmp_path)
     assert sum(p.numel() for p in model.parameters()) < 0.4 * sum(p.numel() for p in base.parameters())
     with torch.inference_mode():

@@ -4,13 +4,15 @@
 the LFW protocol (a fold's threshold chosen on the others). A method, target and seed run on both halves gives
 LFW's ten-fold figure exactly: the mean of the ten fold accuracies is the size-weighted mean of the halves' means,
 and their standard deviation (n - 1) follows from each half's mean, standard deviation and number of folds. The
-AUC is the mean of the halves' (pooled over all pairs it would need the scores, which rows do not keep).
+AUC is the mean of the halves' (pooled over all pairs it would need the scores, which rows do not keep). The
+unpruned baseline's figures come from the test metrics each row keeps of its baseline.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -41,11 +43,29 @@ def _halves(trials: pd.DataFrame) -> dict[str, tuple[int, ...]]:
     return folds
 
 
+def _ten_folds(accuracies: Sequence[float], metrics: Sequence[Any], sizes: Sequence[int]
+               ) -> tuple[float, float, float]:
+    """One point's ten-fold accuracy, fold standard deviation and AUC from its halves' accuracies and test metrics
+    (NaN where a half's metrics are not stored)."""
+    metrics = [m if isinstance(m, dict) else {} for m in metrics]
+    mean, std = pooled(list(accuracies), [m.get("accuracy_std", math.nan) for m in metrics], sizes)
+    return mean, std, sum(m.get("auc", math.nan) for m in metrics) / len(metrics)
+
+
+def _summary(method: str, target: str, seeds: pd.DataFrame, retention: str) -> dict[str, Any]:
+    ci, std, auc = ci95(seeds["accuracy"]), seeds["fold_std"].mean(), seeds["auc"].mean()
+    return {"method": method, "target": target, "seeds": len(seeds),
+            "accuracy (10 folds)": f"{seeds['accuracy'].mean():.4f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}"),
+            "fold std": "not stored" if pd.isna(std) else f"{std:.4f}",
+            "AUC": "not stored" if pd.isna(auc) else f"{auc:.4f}", "retention": retention}
+
+
 def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Per method and target: accuracy over the ten folds (mean over seeds of each seed's ten-fold mean, with
     its 95% CI over seeds, and the fold standard deviation), the AUC, and retention against the unpruned
-    baseline's ten-fold accuracy; only (method, target, seed) that are ``ok`` on both halves count. Empty where
-    ``trials`` do not hold both halves."""
+    baseline's ten-fold accuracy; only (method, target, seed) that are ``ok`` on both halves count. The unpruned
+    row pools the baselines' test metrics that rows carry (one baseline per seed). Empty where ``trials`` do not
+    hold both halves."""
     folds = _halves(trials)
     if not folds or "metrics" not in trials:
         return pd.DataFrame()
@@ -57,23 +77,16 @@ def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
         if set(part["task"]) != set(halves):
             continue
         part = part.drop_duplicates("task").set_index("task").loc[halves]
-        metrics = [m if isinstance(m, dict) else {} for m in part["metrics"]]
-        mean, std = pooled(part["metric"].tolist(), [m.get("accuracy_std", math.nan) for m in metrics], sizes)
-        base = sum(k * b for b, k in zip(part["baseline_metric"], sizes, strict=True)) / sum(sizes)
-        per_seed.append({"method": method, "target": target, "seed": seed, "accuracy": mean, "fold_std": std,
-                         "auc": sum(m.get("auc", math.nan) for m in metrics) / len(metrics), "baseline": base,
-                         "retention": mean / base})
+        accuracy, fold_std, auc = _ten_folds(part["metric"], part["metrics"], sizes)
+        base = _ten_folds(part["baseline_metric"], part.get("baseline_metrics", [None] * len(part)), sizes)
+        per_seed.append({"method": method, "target": target, "seed": seed, "accuracy": accuracy,
+                         "fold_std": fold_std, "auc": auc, "retention": accuracy / base[0],
+                         **dict(zip(("base_accuracy", "base_fold_std", "base_auc"), base, strict=True))})
     if not per_seed:
         return pd.DataFrame()
     seeds = pd.DataFrame(per_seed)
-    baselines = seeds.drop_duplicates("seed")["baseline"]  # one unpruned baseline per seed
-    rows = [{"method": UNPRUNED, "target": "1x", "seeds": len(baselines),
-             "accuracy (10 folds)": f"{baselines.mean():.4f}", "fold std": "not stored", "AUC": "not stored",
-             "retention": ""}]  # a row keeps only its baseline's mean accuracy
-    for (method, target), part in seeds.groupby(["method", "target"], sort=False):
-        ci = ci95(part["accuracy"])
-        rows.append({"method": method, "target": target, "seeds": len(part),
-                     "accuracy (10 folds)": f"{part['accuracy'].mean():.4f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}"),
-                     "fold std": f"{part['fold_std'].mean():.4f}", "AUC": f"{part['auc'].mean():.4f}",
-                     "retention": f"{part['retention'].mean():.3f}"})
+    baselines = seeds.drop_duplicates("seed")[["base_accuracy", "base_fold_std", "base_auc"]]
+    rows = [_summary(UNPRUNED, "1x", baselines.rename(columns=lambda c: c.removeprefix("base_")), "")]
+    rows += [_summary(method, target, part, f"{part['retention'].mean():.3f}")
+             for (method, target), part in seeds.groupby(["method", "target"], sort=False)]
     return pd.DataFrame(rows)
