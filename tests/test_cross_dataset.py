@@ -76,7 +76,8 @@ def test_a_split_dataset_is_scored_on_its_test_split() -> None:
 
 
 TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
-        "transfer": {"epochs": 1, "batch_size": 16}, "recovery": {"max_steps": 2, "batch_size": 16},
+        "transfer": {"epochs": 1, "batch_size": 16, "precision": "fp32"},
+        "recovery": {"max_steps": 2, "batch_size": 16, "precision": "fp32"},
         "measure": {"threads": 1, "batches": [1], "repeats": 3, "max_seconds": 0.3, "idle_wait": 5}}
 
 

@@ -40,7 +40,7 @@ from etlbench.train import TrainConfig
 from etlbench.transfer import TransferSpec
 from etlbench.trial import TrialSpec
 setting = TransferSpec(task="gender", dataset="synthetic", max_train=64, seed=1,
-                       train=TrainConfig(epochs=1, batch_size=16)).resolved()
+                       train=TrainConfig(epochs=1, batch_size=16, precision="fp32")).resolved()
 trial = TrialSpec(setting, method="magnitude", compression=4.0)
 print(json.dumps({"file": etlbench.__file__, "code": code_version(), "trial": trial.trial_id(),
                   "setting": setting.key()}))

@@ -93,7 +93,7 @@ def test_recovery_starts_at_the_probe_of_the_pruned_trunk(task_name: str) -> Non
     source = create_backbone("dlib-resnet29")
     size = (112, 112)
     model = build_task_model(source, task, data.targets["train"], cut="res3_1", seed=2)
-    cfg = TrainConfig(epochs=1, max_steps=1, lr=0.0, batch_size=16)
+    cfg = TrainConfig(epochs=1, max_steps=1, lr=0.0, batch_size=16, precision="fp32")
     result = probe_then_fine_tune(model, data, source.preprocess, size, cfg, seed=2)
     assert result.samples_seen == 16 + 96  # one step of 16, plus the probe's pass over the training split
     train_x = trunk_features(model.trunk, data.images["train"], source.preprocess, size)
@@ -186,7 +186,8 @@ def test_distilling_from_the_labels_is_training_on_them() -> None:
     y = torch.from_numpy(data.targets["train"])
     teacher = torch.stack([y, data.task.flip_targets(y)], dim=1).numpy()
     twin = copy.deepcopy(model)
-    cfg = TrainConfig(samples=48, batch_size=16, lr=1e-4, trunk_lr_scale=0.1, eval_at=(1.0,))  # raw dlib scales
+    cfg = TrainConfig(samples=48, batch_size=16, lr=1e-4, trunk_lr_scale=0.1, eval_at=(1.0,),  # raw dlib scales
+                      precision="fp32")
     plain = fine_tune(model, data, source.preprocess, size, cfg, seed=2)
     taught = fine_tune(twin, data, source.preprocess, size, replace(cfg, distill=1.0), seed=2, teacher=teacher)
     assert taught.history[-1]["train_loss"] == plain.history[-1]["train_loss"]

@@ -31,7 +31,8 @@ from etlbench.runner import execute
 from etlbench.runner.execute import run_experiment
 
 TINY = {"tasks": {"gender": {"dataset": "synthetic"}}, "max_train": 64, "threads": 1, "seeds": [1],
-        "transfer": {"epochs": 1, "batch_size": 16}, "recovery": {"max_steps": 2, "batch_size": 16},
+        "transfer": {"epochs": 1, "batch_size": 16, "precision": "fp32"},
+        "recovery": {"max_steps": 2, "batch_size": 16, "precision": "fp32"},
         "measure": {"threads": 1, "batches": [1, 4], "repeats": 5, "max_seconds": 0.5, "idle_wait": 5}}
 
 PLUGIN = '''

@@ -19,7 +19,7 @@ from etlbench.tasks import create_task
 from etlbench.train import TrainConfig, build_task_model, evaluate
 from etlbench.transfer import TransferSpec, checkpoint_path, transfer_baseline
 
-TINY = TrainConfig(epochs=1, batch_size=16)
+TINY = TrainConfig(epochs=1, batch_size=16, precision="fp32")
 SPEC = TransferSpec(task="head_pose", dataset="synthetic", max_train=48, seed=3, train=TINY)
 
 

@@ -18,8 +18,8 @@ from etlbench.trial import RECOVERY, TrialSpec, run_trial
 DESIGN_COLUMNS = ("trial_id task dataset backbone method compression seed status error metric_name higher_is_better "
                   "metric baseline_metric retention params params_reduction size_bytes macs macs_reduction "
                   "latency_ms latency_iqr_ms latency_reduction train_seconds samples_seen code_version").split()
-TINY = TrainConfig(epochs=1, batch_size=16)
-SMALL = dict(recovery=replace(RECOVERY, max_steps=2, batch_size=16))
+TINY = TrainConfig(epochs=1, batch_size=16, precision="fp32")
+SMALL = dict(recovery=replace(RECOVERY, max_steps=2, batch_size=16, precision="fp32"))
 
 
 def setting(task: str) -> TransferSpec:
@@ -135,7 +135,7 @@ def test_trial_ids_follow_what_determines_the_trial() -> None:
     spec = TrialSpec(gender, method="magnitude", compression=4.0)
     assert spec.trial_id() == TrialSpec(gender, method="magnitude", compression=4.0).trial_id()
     others = [replace(spec, compression=8.0), replace(spec, method="random"), replace(spec, budget_of="macs"),
-              replace(spec, recovery=replace(RECOVERY, max_steps=2)),
+              replace(spec, recovery=replace(RECOVERY, max_steps=2, precision="fp32")),
               replace(spec, method_params={"policy": "uniform"}), replace(spec, setting=replace(gender, seed=2)),
               replace(spec, setting=replace(gender, max_train=32))]
     ids = {spec.trial_id(), *(o.trial_id() for o in others)}
