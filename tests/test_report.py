@@ -55,6 +55,14 @@ def test_summary_counts_means_and_intervals(trials: pd.DataFrame) -> None:
     assert (s.loc[("c", "8x"), "n_failed"], s.loc[("c", "8x"), "n_ok"]) == (1, 0)  # shown, not dropped
     assert s.loc[("b", "64x"), "n_infeasible"] == 1
     assert math.isnan(ci95(pd.Series([1.0])))
+    assert s["scoring_seconds"].isna().all()  # rows that do not say how long scoring took
+
+
+def test_scoring_time_counts_the_shared_stage_a_trial_read(trials: pd.DataFrame) -> None:
+    """ETL's probes run once per task and seed but are part of every ETL trial's cost of choosing filters."""
+    timed = trials.assign(prune_seconds=2.0, probe_seconds=np.where(trials["method"] == "a", 30.0, np.nan))
+    s = summarize(timed).set_index(["method", "target"])
+    assert (s.loc[("a", "2x"), "scoring_seconds"], s.loc[("b", "2x"), "scoring_seconds"]) == (32.0, 2.0)
 
 
 def test_area_under_retention_and_ranks(trials: pd.DataFrame) -> None:

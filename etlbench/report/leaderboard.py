@@ -22,7 +22,7 @@ from scipy import stats
 KEYS = ["task", "method", "target"]
 COSTS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
 _MEANS = ["retention", "metric", "compression_achieved", "params", "macs", "latency_ms", "params_reduction",
-          "macs_reduction", "latency_reduction", "latency_b32_reduction"]
+          "macs_reduction", "latency_reduction", "latency_b32_reduction", "scoring_seconds"]
 
 
 def target_label(compression: object) -> str:
@@ -38,9 +38,16 @@ def ci95(values: pd.Series) -> float:
     return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
+def scoring_seconds(trials: pd.DataFrame) -> pd.Series:
+    """Seconds to score the filters and prune: the trial's own, plus the shared stage it read where its row records
+    one (ETL's probes, ``probe_seconds``: run once per task and seed, counted in every trial that uses them)."""
+    own = trials["prune_seconds"] if "prune_seconds" in trials else pd.Series(np.nan, index=trials.index)
+    return own + trials["probe_seconds"].fillna(0) if "probe_seconds" in trials else own
+
+
 def summarize(trials: pd.DataFrame) -> pd.DataFrame:
     """One row per task x method x target: status counts, means over seeds and the retention's 95% CI."""
-    df = trials.assign(target=trials["compression"].map(target_label))
+    df = trials.assign(target=trials["compression"].map(target_label), scoring_seconds=scoring_seconds(trials))
     counts = df.pivot_table(index=KEYS, columns="status", values="trial_id", aggfunc="count", fill_value=0)
     counts = counts.reindex(columns=["ok", "failed", "infeasible"], fill_value=0).rename(columns=lambda s: f"n_{s}")
     ok = df[df["status"] == "ok"]

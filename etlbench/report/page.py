@@ -3,8 +3,8 @@
 Per task: the reference rows (the unpruned transfer baseline and the frozen linear probe, means over seeds),
 then one row per method with its retention (mean ± 95% CI over seeds) at every target compression, the area
 under its retention-versus-log2(compression) curve and its rank; failed and infeasible points say so. Then
-every point in detail (status counts, reductions, Pareto membership). Overall: the mean rank across tasks.
-The papers' published figures close the page, marked as published, not measured here.
+every point in detail (status counts, reductions, Pareto membership, seconds to score and prune). Overall: the
+mean rank across tasks. The papers' published figures close the page, marked as published, not measured here.
 """
 
 from __future__ import annotations
@@ -84,7 +84,8 @@ def detail_table(summary: pd.DataFrame, task: str) -> pd.DataFrame:
             lambda r: f"{r['n_ok']}/{r['n_failed']}/{r['n_infeasible']}", axis=1),
         "retention": part.apply(_point, axis=1),
         "metric": part["metric"].map(_num), "achieved x": part["compression_achieved"].map(lambda v: _num(v, ".2f")),
-        **_reductions(part), "Pareto (P/M/L)": pareto}).reset_index(drop=True)
+        **_reductions(part), "Pareto (P/M/L)": pareto,
+        "scoring s": part["scoring_seconds"].map(lambda v: _num(v, ".1f"))}).reset_index(drop=True)
 
 
 def _retention(value: float, ci: float) -> str:
@@ -226,7 +227,7 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
         out += [f"## {_heading(task, report['metric'][task])}", ""]
         if len(report["references"][task]):
             out += [markdown_table(report["references"][task]), ""]
-        out += [markdown_table(report["task_tables"][task]), "", "<details><summary>every point</summary>", "",
+        out += [markdown_table(report["task_tables"][task]), "", f"<details><summary>{_DETAILS}</summary>", "",
                 markdown_table(report["details"][task]), "", "</details>", ""]
         out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-metric-vs-params")]
         out += [""]
@@ -244,6 +245,9 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
             markdown_table(_published(report)), ""]
     return "\n".join(out)
 
+
+_DETAILS = ("every point (scoring s: seconds to score the filters and prune, ETL's shared probes included, mean over "
+            "seeds, on the trial's threads)")
 
 _SUMMARIES = (("Headline: the best method at the largest compressions", "headline"),
               ("Budget-free operating points (the method chose its compression)", "operating_points"),
@@ -306,7 +310,7 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
     for task in report["tasks"]:
         parts += [f"<h2>{html.escape(_heading(task, report['metric'][task]))}</h2>",
                   _html_table(report["references"][task]) if len(report["references"][task]) else "",
-                  _html_table(report["task_tables"][task]), "<details><summary>every point</summary>",
+                  _html_table(report["task_tables"][task]), f"<details><summary>{html.escape(_DETAILS)}</summary>",
                   _html_table(report["details"][task]), "</details>"]
         parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
         if len(report["cross"][task]):
