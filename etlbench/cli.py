@@ -217,7 +217,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
               file=sys.stderr)
     spec = load_spec(preset, args.config, data_root=args.data_root, backbone=args.backbone)
     summary = run_experiment(spec, args.out, resume=args.resume, address=args.address, workers=args.workers,
-                             measure_now=not args.train_only, show_progress=not args.no_progress)
+                             only="train" if args.train_only else "measure" if args.measure_only else None,
+                             show_progress=not args.no_progress)
     return dataclasses.asdict(summary)
 
 
@@ -469,8 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=COUNT, help="trials at once (default: usable cores / threads per trial)")
     p.add_argument("--data-root", help="folder of the canonical datasets (default: $ETLBENCH_DATA)")
     p.add_argument("--backbone", help="run the spec on this backbone instead of its own (e.g. mobilefacenet)")
-    p.add_argument("--train-only", action="store_true",
-                   help="leave the trained models unmeasured, for a later --resume on the machine to report")
+    stage = p.add_mutually_exclusive_group()
+    stage.add_argument("--train-only", action="store_true",
+                       help="leave the trained models unmeasured, for a later --resume on the machine to report")
+    stage.add_argument("--measure-only", action="store_true",
+                       help="train nothing: measure the models already trained (e.g. of a run stopped before its "
+                            "end); the other trials stay for a later --resume")
     p.add_argument("--no-progress", action="store_true", help="plain lines instead of the live progress bar")
     p.add_argument("--json", action="store_true", help="print the run summary as JSON")
     p.set_defaults(run=_run, show=_print_run)

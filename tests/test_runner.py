@@ -247,6 +247,24 @@ def test_killing_the_driver_and_resuming_loses_nothing_stored(tmp_path: Path, no
           f"(at most the 1 in flight lost), {summary['measured']} measured, 9 rows, no duplicates")
 
 
+@pytest.mark.slow
+def test_train_only_then_measure_only_measures_what_was_trained_and_trains_nothing(tmp_path: Path,
+                                                                                  no_data_root: None) -> None:
+    """A long run stopped before its end: measure what it trained on the idle machine; the rest stays to run."""
+    one, two = ({**TINY, "name": "staged", "compressions": [4], "methods": m}
+                for m in (["magnitude"], ["magnitude", "random"]))
+    out = tmp_path / "run"
+    trained = run_experiment(parse_spec(one), out, workers=1, only="train", show_progress=False)
+    assert (trained.trained, trained.measured, trained.statuses) == (1, 0, {"trained": 1})
+    with pytest.raises(RunnerError, match="--resume"):
+        run_experiment(parse_spec(two), out, workers=1, show_progress=False)
+    measured = run_experiment(parse_spec(two), out, workers=1, only="measure", show_progress=False)
+    assert (measured.planned, measured.trained, measured.measured) == (2, 0, 1)
+    with ResultsStore(out / "results.sqlite") as store:
+        rows = store.rows()
+    assert [(r["method"], r["status"]) for r in rows] == [("magnitude", "ok")] and rows[0]["latency_ms"] > 0
+
+
 def test_cli_run_rejects_a_bad_spec_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from etlbench.cli import main
 

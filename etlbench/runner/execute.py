@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from rich.console import Console
@@ -359,11 +359,13 @@ class Run:
 
 
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
-                   workers: int | None = None, measure_now: bool = True, show_progress: bool = True) -> RunSummary:
+                   workers: int | None = None, only: Literal["train", "measure"] | None = None,
+                   show_progress: bool = True) -> RunSummary:
     """Run every trial of ``spec`` not yet final in ``out``/results.sqlite; write results.csv and the report.
 
-    ``measure_now=False`` leaves the trained models unmeasured (status ``trained``) for a later ``resume``, e.g.
-    on the machine whose latency the results should report."""
+    ``only="train"`` leaves the trained models unmeasured (status ``trained``) for a later ``resume``, e.g. on the
+    machine whose latency the results should report. ``only="measure"`` (a resume) trains nothing: it measures
+    the models already trained, e.g. of a long run stopped before its end, whose other trials stay to run."""
     wall = time.perf_counter()
     check_address(address)
     console = Console(stderr=True, soft_wrap=True)
@@ -380,19 +382,19 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
     store = ResultsStore(out / "results.sqlite")
     try:
         stored = {k: v for k, v in store.statuses().items() if k in by_id}
-        if stored and not resume:
+        if stored and not resume and only != "measure":
             raise RunnerError(f"{out} already holds {len(stored)} trial(s) of this experiment; pass --resume to go "
                               f"on with it, or choose another --out")
         final = {k for k, v in stored.items() if v in FINAL}
         ready = {r["trial_id"] for r in store.rows(status="trained")
                  if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
         done = final | ready
-        to_train = [t for tid, t in by_id.items() if tid not in done]
+        to_train = [t for tid, t in by_id.items() if tid not in done] if only != "measure" else []
         summary = RunSummary(str(out), len(trials), len(final), len(to_train), 0, {}, workers, spec.threads)
         console.print(f"{spec.name}: {len(trials)} trials (code {code_version()}); {len(final)} already done, "
-                      f"{len(ready)} to measure, {len(to_train)} to run on {workers} worker(s) x {spec.threads} "
-                      f"thread(s)")
-        need = [t for tid, t in by_id.items() if tid not in final]
+                      f"{len(ready)} to measure, " + (f"{len(to_train)} to run on {workers} worker(s) x {spec.threads} "
+                      f"thread(s)" if only != "measure" else f"{len(by_id) - len(done)} left to run (measuring only)"))
+        need = to_train + [by_id[tid] for tid in ready]
         data: dict[tuple, TaskData] = {}
         for t in need:  # each task's splits once; every bad input fails here, before any training
             if t.setting.data_key not in data:
@@ -408,7 +410,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
                 for dataset in datasets:
                     evaluate_run(out, dataset, task=task, data_root=spec.data_root, ids=set(by_id), again=False,
                                  log=console.print)
-            if measure_now:
+            if only != "train":
                 run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
         except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop
             statuses = Counter(r["status"] for r in store.rows(ids=by_id))
