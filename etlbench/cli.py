@@ -122,6 +122,12 @@ def _print_list(rows: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {row['description']}{extra}")
 
 
+def _precision_option(p: argparse.ArgumentParser) -> None:  # TrainConfig checks the value (importing torch)
+    p.add_argument("--precision", metavar="fp32|bf16",
+                   help="train in fp32 or under bf16 autocast (default: the recipe's, bf16; a CPU without "
+                        "AVX512-BF16 emulates bf16 about 17x slower)")
+
+
 def _train_config(recipe: Any, **given: Any) -> Any:
     """``recipe`` (a TrainConfig) with the options given on the command line."""
     from dataclasses import replace
@@ -146,7 +152,7 @@ def _transfer(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.transfer import TRANSFER, checkpoint_path, transfer_baseline
 
     spec = _setting(args, _train_config(TRANSFER, epochs=args.epochs, samples=args.samples,
-                                        batch_size=args.batch_size, lr=args.lr))
+                                        batch_size=args.batch_size, lr=args.lr, precision=args.precision))
     use_threads(spec.threads)
     cached = checkpoint_path(spec, args.out).is_file()
     row = transfer_baseline(spec, args.out)[1]
@@ -190,19 +196,21 @@ def _prune(args: argparse.Namespace) -> dict[str, Any]:
     from etlbench.measure import MeasureConfig
     from etlbench.methods import create_method
     from etlbench.transfer import TRANSFER
-    from etlbench.trial import RECOVERY, TrialSpec, run_trial
+    from etlbench.trial import RECOVERY, TrialSpec, run_trial, shared_stage
 
     params = _method_params(args.param)
     create_method(args.method, **params)  # a bad method or parameter fails first, before weights and data load
     spec = TrialSpec(setting=_setting(args, _train_config(TRANSFER, epochs=args.transfer_epochs,
-                                                          samples=args.transfer_samples)),
+                                                          samples=args.transfer_samples, precision=args.precision)),
                      method=args.method, compression=args.compression, method_params=params,
                      budget_of=args.budget_of,
                      recovery=_train_config(RECOVERY, epochs=args.recovery_epochs, samples=args.recovery_samples,
-                                            max_steps=args.recovery_steps),
+                                            max_steps=args.recovery_steps, precision=args.precision),
                      measure=MeasureConfig(threads=args.threads))
     spec.configure()  # a bad method parameter or budget fails now, before any training
-    return run_trial(spec, args.cache)
+    data = spec.setting.load_data()
+    shared_stage(spec, args.cache, data)  # as `etlbench run` does: e.g. ETL's probes cached, not in prune_seconds
+    return run_trial(spec, args.cache, data)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -429,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_number(int, NON_NEGATIVE), default=0)
     p.add_argument("--threads", type=COUNT, default=1,
                    help="torch and BLAS threads (default 1, as in the presets' trials; part of the baseline id)")
+    _precision_option(p)
     p.add_argument("--out", default="runs/transfer", help="folder for the checkpoint (default: runs/transfer)")
     p.add_argument("--json", action="store_true", help="print the result row as JSON")
     p.set_defaults(run=_transfer, show=_print_transfer)
@@ -455,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery-steps", type=COUNT, help="cap the recovery at this many steps (the same for all)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter")
     p.add_argument("--threads", type=COUNT, default=1, help="torch threads for training and latency")
+    _precision_option(p)
     p.add_argument("--cache", default="runs/cache", help="transfer baselines and ETL probes are cached here")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_prune, show=_print_row)

@@ -181,7 +181,7 @@ class ResultsStore:
     def frame(self, curves: bool = False) -> pd.DataFrame:
         """Every trial as one tidy DataFrame: the columns of docs/design.md, then the method-specific fields
         (with ``curves``, also the nested fields of :data:`NESTED`: each trial's anytime recovery curve, its and
-        its baseline's per-group metrics and all its test metrics). Rows written before rows
+        its baseline's per-group metrics and all its and its baseline's test metrics). Rows written before rows
         carried their code version and experiment get them from their stored spec and the run that stored them."""
         import pandas as pd  # lazy: only the report needs pandas
 

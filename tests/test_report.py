@@ -393,5 +393,7 @@ def test_the_two_verification_halves_give_lfws_ten_fold_figure(tmp_path: Path) -
     assert table.loc["taylor", "retention"] == f"{np.mean(ratios):.3f}"
     older = ten_fold_table(trials.drop(columns="baseline_metrics")).set_index("method")  # rows before they kept it
     assert tuple(older.loc["unpruned (transfer baseline)", ["fold std", "AUC"]]) == ("not stored", "not stored")
+    mixed = trials.assign(baseline_metrics=trials["baseline_metrics"].where(trials["seed"] != 0, None))
+    assert ten_fold_table(mixed).set_index("method").loc["unpruned (transfer baseline)", "AUC"] == "not stored"
     write_report(tmp_path, formats=("png",))
     assert "LFW's ten folds" in (tmp_path / "leaderboard.md").read_text()

@@ -254,6 +254,9 @@ def test_train_only_then_measure_only_measures_what_was_trained_and_trains_nothi
     one, two = ({**TINY, "name": "staged", "compressions": [4], "methods": m}
                 for m in (["magnitude"], ["magnitude", "random"]))
     out = tmp_path / "run"
+    with pytest.raises(RunnerError, match=r"holds no results\.sqlite"):
+        run_experiment(parse_spec(one), out, only="measure")
+    assert not out.exists()
     trained = run_experiment(parse_spec(one), out, workers=1, only="train", show_progress=False)
     assert (trained.trained, trained.measured, trained.statuses) == (1, 0, {"trained": 1})
     with pytest.raises(RunnerError, match="--resume"):

@@ -91,10 +91,10 @@ def test_row_reports_cost_and_size(two_runs: tuple[tuple[Path, dict], tuple[Path
 @pytest.mark.slow
 def test_cli_json_says_synthetic(tmp_path: Path, capsys: pytest.CaptureFixture, no_data_root: None) -> None:
     args = ["transfer", "--task", "gender", "--max-train", "32", "--epochs", "1", "--batch-size", "16", "--json",
-            "--out", str(tmp_path)]
+            "--precision", "fp32", "--out", str(tmp_path)]
     assert main(args) == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["dataset"] == "synthetic" and row["synthetic"] is True
+    assert row["dataset"] == "synthetic" and row["synthetic"] is True and row["precision"] == "fp32"
     assert 0.0 <= row["metric"] <= 1.0 and Path(row["checkpoint"]).is_file() and row["cached"] is False
     assert Path(row["checkpoint"]).parent == tmp_path  # the command prints the full path
     assert main(args) == 0

@@ -151,10 +151,12 @@ def test_an_integer_compression_is_the_same_trial() -> None:
 @pytest.mark.slow
 def test_cli_prune(cache: Path, capsys: pytest.CaptureFixture, no_data_root: None) -> None:
     args = ["prune", "--task", "gender", "--method", "random", "--compression", "2", "--max-train", "64",
-            "--seed", "1", "--transfer-epochs", "1", "--recovery-steps", "2", "--cache", str(cache), "--json"]
+            "--seed", "1", "--transfer-epochs", "1", "--recovery-steps", "2", "--precision", "fp32", "--cache",
+            str(cache), "--json"]
     assert main(args) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["status"] == "ok" and row["method"] == "random" and row["dataset"] == "synthetic"
+    assert row["precision"] == "fp32"
     assert main([*args[:-1], "--param", "epsilon=0.1"]) == 2
     err = capsys.readouterr().err
     assert "method 'random' does not take parameter 'epsilon'; it takes: [" in err and "'policy'" in err

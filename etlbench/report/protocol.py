@@ -53,7 +53,8 @@ def _ten_folds(accuracies: Sequence[float], metrics: Sequence[Any], sizes: Seque
 
 
 def _summary(method: str, target: str, seeds: pd.DataFrame, retention: str) -> dict[str, Any]:
-    ci, std, auc = ci95(seeds["accuracy"]), seeds["fold_std"].mean(), seeds["auc"].mean()
+    # a seed whose rows do not keep the spread or AUC leaves the mean unknown, not taken over fewer seeds
+    ci, std, auc = ci95(seeds["accuracy"]), seeds["fold_std"].mean(skipna=False), seeds["auc"].mean(skipna=False)
     return {"method": method, "target": target, "seeds": len(seeds),
             "accuracy (10 folds)": f"{seeds['accuracy'].mean():.4f}" + ("" if pd.isna(ci) else f" ± {ci:.3f}"),
             "fold std": "not stored" if pd.isna(std) else f"{std:.4f}",

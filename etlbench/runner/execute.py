@@ -358,6 +358,22 @@ class Run:
                                f"indicative only; measure again on an idle machine to cite them")
 
 
+def _checked_out(out: Path, only: str | None) -> Path:
+    """``out``: a folder, new or an earlier run's; an earlier run's to only measure."""
+    if out.exists() and not out.is_dir():
+        raise RunnerError(f"--out {out}: a file is there; expected a folder (a new one, or an earlier run's with "
+                          f"--resume)")
+    if only == "measure" and not (out / "results.sqlite").is_file():
+        raise RunnerError(f"--measure-only: {out} holds no results.sqlite; expected the folder of an earlier run")
+    return out
+
+
+def _measurable(store: ResultsStore, by_id: dict[str, TrialSpec], out: Path) -> set[str]:
+    """The trials of ``by_id`` stored as trained whose model file is there to measure."""
+    return {r["trial_id"] for r in store.rows(status="trained")
+            if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
+
+
 def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = False, address: str | None = None,
                    workers: int | None = None, only: Literal["train", "measure"] | None = None,
                    show_progress: bool = True) -> RunSummary:
@@ -369,10 +385,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
     wall = time.perf_counter()
     check_address(address)
     console = Console(stderr=True, soft_wrap=True)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunnerError(f"--out {out}: a file is there; expected a folder (a new one, or an earlier run's with "
-                          f"--resume)")
+    out = _checked_out(Path(out), only)
     cores = measure.machine_info()["usable_cores"]
     workers = workers or max(1, int(cores) // spec.threads)
     for warning in local_warnings(spec, workers, cores) if address is None else []:
@@ -386,8 +399,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
             raise RunnerError(f"{out} already holds {len(stored)} trial(s) of this experiment; pass --resume to go "
                               f"on with it, or choose another --out")
         final = {k for k, v in stored.items() if v in FINAL}
-        ready = {r["trial_id"] for r in store.rows(status="trained")
-                 if r["trial_id"] in by_id and (out / r.get("model_file", "")).is_file()}
+        ready = _measurable(store, by_id, out)
         done = final | ready
         to_train = [t for tid, t in by_id.items() if tid not in done] if only != "measure" else []
         summary = RunSummary(str(out), len(trials), len(final), len(to_train), 0, {}, workers, spec.threads)
@@ -411,7 +423,7 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
                     evaluate_run(out, dataset, task=task, data_root=spec.data_root, ids=set(by_id), again=False,
                                  log=console.print)
             if only != "train":
-                run.measure([by_id[r["trial_id"]] for r in store.rows(status="trained") if r["trial_id"] in by_id])
+                run.measure([by_id[tid] for tid in _measurable(store, by_id, out)])
         except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop
             statuses = Counter(r["status"] for r in store.rows(ids=by_id))
             store.finish_run(run.run_id, {"interrupted": True, "statuses": dict(statuses)})
