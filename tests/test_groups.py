@@ -4,6 +4,7 @@ leaderboard's worst group, gap and their change against the unpruned baseline (H
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,5 +151,6 @@ def test_a_report_shows_who_pays_for_compression(group_trials: pd.DataFrame, tmp
     assert "age-group-gap.png" in names
     md = (tmp_path / "leaderboard.md").read_text()
     assert "who pays for compression" in md and "Fairest compression" in md
+    assert re.search(r"^\| age \| race \| 4x \| y \| [+-][0-9.]+( ± [0-9.e+-]+)? \|$", md, re.MULTILINE), md
     assert "| race | x | 4x | b | 9.5 | 3.5 | +2 ± 0 | +1 ± 0 | 2 | 10 |" in md
     assert "| race | unpruned | 1x | b | 7.5 | 2.5 |  |  | 2 | 10 |" in md
