@@ -81,13 +81,13 @@ def ten_fold_table(trials: pd.DataFrame) -> pd.DataFrame:
         accuracy, fold_std, auc = _ten_folds(part["metric"], part["metrics"], sizes)
         base = _ten_folds(part["baseline_metric"], part.get("baseline_metrics", [None] * len(part)), sizes)
         per_seed.append({"method": method, "target": target, "seed": seed, "accuracy": accuracy,
-                         "fold_std": fold_std, "auc": auc, "retention": accuracy / base[0],
-                         **dict(zip(("base_accuracy", "base_fold_std", "base_auc"), base, strict=True))})
+                         "fold_std": fold_std, "auc": auc, "retention": accuracy / base[0], "baseline": base})
     if not per_seed:
         return pd.DataFrame()
     seeds = pd.DataFrame(per_seed)
-    baselines = seeds.drop_duplicates("seed")[["base_accuracy", "base_fold_std", "base_auc"]]
-    rows = [_summary(UNPRUNED, "1x", baselines.rename(columns=lambda c: c.removeprefix("base_")), "")]
+    baselines = pd.DataFrame(seeds.drop_duplicates("seed")["baseline"].tolist(),
+                             columns=["accuracy", "fold_std", "auc"])
+    rows = [_summary(UNPRUNED, "1x", baselines, "")]  # one unpruned baseline per seed
     rows += [_summary(method, target, part, f"{part['retention'].mean():.3f}")
              for (method, target), part in seeds.groupby(["method", "target"], sort=False)]
     return pd.DataFrame(rows)

@@ -393,19 +393,21 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
     trials = plan(spec)  # every dataset is read and fingerprinted here: a bad file fails before anything runs
     by_id = {t.trial_id(): t for t in trials}
     store = ResultsStore(out / "results.sqlite")
+    train = only != "measure"
     try:
         stored = {k: v for k, v in store.statuses().items() if k in by_id}
-        if stored and not resume and only != "measure":
+        if stored and not resume and train:
             raise RunnerError(f"{out} already holds {len(stored)} trial(s) of this experiment; pass --resume to go "
                               f"on with it, or choose another --out")
         final = {k for k, v in stored.items() if v in FINAL}
         ready = _measurable(store, by_id, out)
         done = final | ready
-        to_train = [t for tid, t in by_id.items() if tid not in done] if only != "measure" else []
+        to_train = [t for tid, t in by_id.items() if tid not in done] if train else []
         summary = RunSummary(str(out), len(trials), len(final), len(to_train), 0, {}, workers, spec.threads)
+        runs = (f"{len(to_train)} to run on {workers} worker(s) x {spec.threads} thread(s)" if train
+                else f"{len(by_id) - len(done)} left to run (measuring only)")
         console.print(f"{spec.name}: {len(trials)} trials (code {code_version()}); {len(final)} already done, "
-                      f"{len(ready)} to measure, " + (f"{len(to_train)} to run on {workers} worker(s) x {spec.threads} "
-                      f"thread(s)" if only != "measure" else f"{len(by_id) - len(done)} left to run (measuring only)"))
+                      f"{len(ready)} to measure, {runs}")
         need = to_train + [by_id[tid] for tid in ready]
         data: dict[tuple, TaskData] = {}
         for t in need:  # each task's splits once; every bad input fails here, before any training
