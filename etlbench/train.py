@@ -166,10 +166,14 @@ def use_threads(threads: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device ``name`` ("cpu", "cuda", "cuda:1"); a GPU that torch cannot see is an error that says so."""
+    """The torch device ``name`` ("cpu", "cuda", "cuda:1"); a GPU that torch cannot see is an error that says so.
+    On a GPU, fp32 stays fp32: TF32 is turned off for this process (torch lets cuDNN's convolutions use it by
+    default, so a row saying fp32 would hold TF32 results); a bf16 recipe is unaffected (autocast)."""
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {name!r} was asked for (the spec's gpus), but torch sees no CUDA GPU here")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device {name!r} was asked for (the spec's gpus), but torch sees no CUDA GPU here")
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     return device
 
 
@@ -264,7 +268,7 @@ def standardize_norms(model: nn.Module, images: np.ndarray, preprocess: Preproce
 
     def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], _: torch.Tensor) -> None:
         x = inputs[0].double().transpose(0, 1).flatten(1)
-        acc = sums.setdefault(module, [torch.zeros(len(x), dtype=torch.float64)] * 2 + [0])
+        acc = sums.setdefault(module, [x.new_zeros(len(x))] * 2 + [0])
         sums[module] = [acc[0] + x.sum(1), acc[1] + x.pow(2).sum(1), acc[2] + x.shape[1]]
 
     hooks = [m.register_forward_hook(record) for m in norms]

@@ -17,6 +17,7 @@ from etlbench.probe import PROBE_TOL, fit_probe, probe_outputs, trunk_features
 from etlbench.tasks import create_task
 from etlbench.train import (
     TrainConfig,
+    TrainingError,
     _norms,
     _schedule,
     balance_conv_scales,
@@ -26,6 +27,7 @@ from etlbench.train import (
     predict,
     prepare,
     recalibrate_norms,
+    resolve_device,
     standardize_norms,
 )
 from etlbench.transfer import PROBE_SCALE_FLOOR, probe_then_fine_tune
@@ -205,3 +207,18 @@ def test_images_are_resized_once_as_preprocessing_would() -> None:
     once = pre(torch.from_numpy(small.images["val"]), (120, 110))
     every_time = pre(torch.from_numpy(data.images["val"]), (120, 110))
     assert (once - every_time).abs().max().item() <= 0.5 / 256 + 1e-6  # rounding to uint8 only
+
+
+def test_a_gpu_trains_in_fp32_without_tf32_and_one_torch_cannot_see_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(TrainingError, match=r"device 'cuda' was asked for \(the spec's gpus\), but torch sees no CUDA"):
+        resolve_device("cuda")
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32  # C flags: restored by hand
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # cuDNN's default is True
+        assert resolve_device("cpu") == torch.device("cpu") and torch.backends.cudnn.allow_tf32  # the CPU: untouched
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert resolve_device("cuda:1") == torch.device("cuda", 1)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags

@@ -73,7 +73,8 @@ class SourceNetwork(nn.Module):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            outs = self.collect(torch.zeros(1, self.preprocess.channels, h, w), names)
+            device = next(self.parameters()).device  # where the network is (a GPU while it trains there)
+            outs = self.collect(torch.zeros(1, self.preprocess.channels, h, w, device=device), names)
         self.train(was_training)
         return [CutPoint(n, int(outs[n].shape[1])) for n in names]
 

@@ -60,7 +60,7 @@ class HeadPose(Task):
 
     def flip_targets(self, y: torch.Tensor) -> torch.Tensor:
         """A mirrored face turns the other way: yaw and roll change sign, pitch does not."""
-        return y * torch.tensor([-1.0, 1.0, -1.0], dtype=y.dtype)
+        return y * torch.tensor([-1.0, 1.0, -1.0], dtype=y.dtype, device=y.device)
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         per_angle = mean_absolute_error(predictions, targets)
@@ -293,7 +293,7 @@ class Verification(Task):
         different identities, ``d`` the distance of L2-normalised embeddings (Hadsell, Chopra, LeCun, CVPR 2006)."""
         e = torch.nn.functional.normalize(outputs, dim=1)
         d = torch.cdist(e, e).clamp_min(1e-12)
-        i, j = torch.triu_indices(len(e), len(e), offset=1)
+        i, j = torch.triu_indices(len(e), len(e), offset=1, device=e.device)
         d, same = d[i, j], targets[i] == targets[j]
         loss = torch.clamp(self.margin - d[~same], min=0).pow(2).mean() if (~same).any() else d.sum() * 0
         return loss + (d[same].pow(2).mean() if same.any() else 0)
