@@ -294,19 +294,19 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
     for task in sorted(cross["task"].unique()):
         save(draw_cross_dataset(cross[cross["task"] == task], styles), f"{task}-cross-dataset")
 
-    at = summary[summary["target"] == retention_at]
-    if len(at):
-        fig, ax = plt.subplots(figsize=(max(3.3, 1.0 * len(tasks) + 1.5), 2.6))
-        methods = list(styles)
-        width = 0.8 / len(methods)
-        for k, method in enumerate(methods):
-            rows = at[at["method"] == method].set_index("task").reindex(tasks)
-            ax.bar(np.arange(len(tasks)) + (k - (len(methods) - 1) / 2) * width, rows["retention"], width,
-                   yerr=rows["retention_ci95"].fillna(0), color=styles[method][0], label=method, capsize=2)
-        ax.set_xticks(np.arange(len(tasks)), [t.replace("_", " ") for t in tasks])
-        ax.set_ylabel("retention (pruned / baseline quality)")
-        ax.set_title(f"retention at {retention_at} fewer parameters")
-        ax.axhline(1.0, color="0.3", ls="--", lw=1.0)
-        legend_outside(fig, [ax], ncol=4)
+    at = summary[summary["target"] == retention_at].dropna(subset=["retention"])
+    if len(at):  # a panel per task, its methods named and sorted: legible with any number of methods
+        height = max(2.2, 0.9 + 0.18 * at.groupby("task").size().max())
+        fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 0.8, height), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            rows = at[at["task"] == task].sort_values("retention")
+            ax.barh(np.arange(len(rows)), rows["retention"], xerr=rows["retention_ci95"].fillna(0),
+                    color=[styles[m][0] for m in rows["method"]], capsize=2)
+            ax.set_yticks(np.arange(len(rows)), rows["method"])
+            ax.axvline(1.0, color="0.3", ls="--", lw=1.0)
+            ax.set_title(task.replace("_", " "))
+            ax.set_xlabel("retention")
+        fig.suptitle(f"retention at {retention_at} fewer parameters (pruned / baseline quality)", y=1.0)
+        fig.tight_layout()
         save(fig, f"retention-at-{retention_at}")
     return written
