@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 
 from etlbench.config import load_spec
 from etlbench.plan import plan
+from etlbench.results import failure
 from etlbench.train import use_threads
 from etlbench.transfer import transfer_baseline
 from etlbench.trial import shared_stage, train_trial
@@ -58,14 +58,12 @@ def main() -> None:
         start = time.perf_counter()
         try:
             shared_stage(t, args.cache, data)
-            row, _ = train_trial(t, args.cache, data)
-        except Exception as err:  # one trial's failure is reported, and the check goes on
-            emit(stage="trial", method=t.method, compression=t.compression, status="raised",
-                 error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()[-2000:])
-            continue
+            row = train_trial(t, args.cache, data)[0]
+        except Exception as err:  # reported as the runner reports it (status failed), and the check goes on
+            row = failure(err)
         emit(stage="trial", method=t.method, compression=t.compression, wall_s=round(time.perf_counter() - start, 1),
              **{k: row.get(k) for k in ("status", "metric", "retention", "baseline_metric", "prune_seconds",
-                                        "train_seconds", "error")})
+                                        "train_seconds", "error", "traceback")})
     if torch.cuda.is_available():
         emit(stage="end", max_memory_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2))
 
