@@ -148,3 +148,75 @@ def probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarr
     out = np.zeros((len(features), task.num_outputs))
     out[:, probe.classes_] = probe.predict_proba(features)  # classes absent from training get probability 0
     return out
+
+
+class SamePerson(Task):
+    """What a probe of a verification task predicts (ETL's probes, issue 16): whether two images show the same
+    person, from the absolute difference of their per-filter descriptors. Not a registered task."""
+
+    name = "same-person"
+    kind = "classification"
+    label_key = "same"
+    num_outputs = 2
+    metric_name = "accuracy"
+    higher_is_better = True
+    default_dataset = ""
+
+    def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float(np.mean(predictions == targets))}
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What a probe of a task fits on per-image descriptors: the images with their targets, or for verification
+    pairs of images (``|d_a - d_b|``, see :func:`identity_pairs`) with whether they show the same person. Rows
+    before ``n_fit`` fit the probe; the others (other images; for verification, other identities) score it."""
+
+    task: Task
+    targets: np.ndarray
+    n_fit: int
+    pairs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def features(self, x: np.ndarray) -> np.ndarray:
+        """The probe's rows of per-image descriptors ``x`` (N x filters)."""
+        return x if self.pairs is None else np.abs(x[self.pairs[0]] - x[self.pairs[1]])
+
+    def split(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Fit features, fit targets, held-out features, held-out targets."""
+        rows, n = self.features(x), self.n_fit
+        return rows[:n], self.targets[:n], rows[n:], self.targets[n:]
+
+
+def probe_view(task: Task, targets: np.ndarray, n_fit: int, seed: int) -> ProbeView:
+    """The probe problem of ``task`` on samples with ``targets``, the first ``n_fit`` of them fitting. For a
+    verification task ``targets`` are identities: pairs are drawn among the first ``n_fit`` samples to fit and
+    among the other samples whose identities those lack to score, so the held-out pairs are of unseen people."""
+    if task.kind != "verification":
+        return ProbeView(task, targets, n_fit)
+    rng = np.random.default_rng(seed)
+    ids = np.asarray(targets)
+    fit_rows = np.arange(n_fit)
+    held_rows = np.flatnonzero(~np.isin(ids, ids[:n_fit]))
+    parts = [identity_pairs(ids, rows, rng, part) for rows, part in ((fit_rows, "fit"), (held_rows, "held-out"))]
+    a, b, same = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return ProbeView(SamePerson(), same, len(parts[0][0]), (a, b))
+
+
+def identity_pairs(identities: np.ndarray, rows: np.ndarray, rng: np.random.Generator,
+                   part: str = "probe") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every same-identity pair among ``rows`` and as many pairs of different identities drawn at random from them:
+    rows ``a``, rows ``b`` and 1 (same) or 0. A ``ValueError`` where ``rows`` hold no identity twice or only one."""
+    ids = identities[rows]
+    groups = [rows[ids == i] for i in np.unique(ids)]
+    pos = np.concatenate([np.empty((2, 0), np.int64)] + [g[np.stack(np.triu_indices(len(g), 1))] for g in groups],
+                         axis=1)
+    n = pos.shape[1]
+    if n == 0 or len(groups) < 2:
+        raise ValueError(f"the {part} part of a verification probe ({len(rows)} images of {len(groups)} "
+                         "identities) needs an identity with two images and at least two identities")
+    neg = np.empty((2, 0), np.int64)
+    while neg.shape[1] < n:
+        draw = rng.choice(rows, size=(2, 2 * n))
+        neg = np.concatenate([neg, draw[:, identities[draw[0]] != identities[draw[1]]]], axis=1)[:, :n]
+    return (np.concatenate([pos[0], neg[0]]), np.concatenate([pos[1], neg[1]]),
+            np.concatenate([np.ones(n, np.int64), np.zeros(n, np.int64)]))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
 from etlbench.errors import DatasetError
 from etlbench.tasks import create_task
 from etlbench.verification import best_threshold, lfw_protocol, pair_scores, pairs_of
+
+if TYPE_CHECKING:
+    from etlbench.trial import TrialSpec
 
 
 def test_the_best_threshold_maximises_accuracy_between_distinct_scores() -> None:
@@ -147,12 +152,69 @@ def test_training_batches_hold_two_images_of_an_identity_where_it_has_two() -> N
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_etl_is_refused_for_verification_before_anything_runs() -> None:
+def test_etls_ablations_are_refused_for_verification_before_anything_runs() -> None:
+    """ETL itself runs on verification; its cut ablations would be plain uniform and Taylor there (nothing is cut)."""
     from etlbench.config import SpecError, parse_spec
 
-    with pytest.raises(SpecError, match=r"method 'etl' does not apply to task 'verification' \(verification\)"):
-        parse_spec({"tasks": {"verification": {"dataset": "synthetic"}}, "methods": ["magnitude", "etl"],
-                    "compressions": [4]})
+    assert parse_spec({"tasks": {"verification": {"dataset": "synthetic"}}, "methods": ["magnitude", "etl"],
+                       "compressions": [4]}).methods
+    for ablation in ("etl-cut-uniform", "etl-cut-taylor", "etl-transfer"):
+        with pytest.raises(SpecError, match=rf"method '{ablation}' does not apply to task 'verification'"):
+            parse_spec({"tasks": {"verification": {"dataset": "synthetic"}}, "methods": [ablation],
+                        "compressions": [4]})
+
+
+def test_a_verification_probe_fits_pairs_and_scores_pairs_of_people_it_did_not_fit() -> None:
+    from etlbench.probe import probe_view
+
+    identities = np.array([0, 0, 0, 1, 1, 2, 3, 3, 4, 4, 4, 5])  # grouped, as ETL's probe subset is
+    view = probe_view(create_task("verification"), identities, 7, seed=0)  # the 7th image is identity 3's first
+    a, b = view.pairs
+    fit, held = slice(0, view.n_fit), slice(view.n_fit, None)
+    assert view.task.kind == "classification" and view.task.higher_is_better
+    assert set(a[fit]) | set(b[fit]) <= set(range(7))
+    held_people = set(identities[a[held]]) | set(identities[b[held]])
+    assert held_people == {4, 5}  # identity 3 is fitted (its first image), so its other one is not held out
+    assert np.array_equal(view.targets, (identities[a] == identities[b]).astype(int))
+    same_fit = {tuple(sorted(p)) for p, s in zip(zip(a[fit], b[fit], strict=True), view.targets[fit], strict=True)
+                if s}
+    assert same_fit == {(0, 1), (0, 2), (1, 2), (3, 4)}  # every same-identity pair, and as many different ones
+    assert view.targets[fit].mean() == view.targets[held].mean() == 0.5
+    x = np.arange(24.0).reshape(12, 2)
+    assert np.array_equal(view.features(x), np.abs(x[a] - x[b]))
+    with pytest.raises(ValueError, match=r"held-out part of a verification probe .* needs an identity with two"):
+        probe_view(create_task("verification"), np.array([0, 0, 1, 2, 3]), 3, seed=0)
+    gender = probe_view(create_task("gender"), identities, 7, seed=0)  # other tasks: the samples themselves
+    assert gender.pairs is None and np.array_equal(gender.split(x)[0], x[:7])
+
+
+def test_etls_verification_probe_reads_the_filters_that_tell_people_apart() -> None:
+    """Filter 0 holds a per-person value, filter 1 noise, filter 2 a per-image value shared by nobody: the probe of
+    same-person pairs weighs filter 0 most (ETL's importance, the norm of its standardised coefficient)."""
+    from etlbench.methods.etl import _coefficient_norms
+    from etlbench.probe import probe_view
+
+    rng = np.random.default_rng(0)
+    identities = np.repeat(np.arange(60), 4)
+    person = rng.normal(size=60)[identities]
+    x = np.stack([person + 0.05 * rng.normal(size=240), rng.normal(size=240), rng.normal(size=240) * 3], 1)
+    view = probe_view(create_task("verification"), identities, 180, seed=0)
+    norms = _coefficient_norms(view.task, *view.split(x)[:2], seed=0, strength=1.0)
+    assert norms[0] > 5 * max(norms[1], norms[2])
+
+
+def tiny_verification_trial(method: str, max_train: int, seed: int, steps: int) -> TrialSpec:
+    """A 4x trial of ``method`` on synthetic verification, with a one-epoch baseline and ``steps`` of recovery."""
+    from dataclasses import replace
+
+    from etlbench.train import TrainConfig
+    from etlbench.transfer import TransferSpec
+    from etlbench.trial import RECOVERY, TrialSpec
+
+    setting = TransferSpec(task="verification", dataset="synthetic", max_train=max_train, seed=seed,
+                           train=TrainConfig(epochs=1, batch_size=16, precision="fp32")).resolved()
+    return TrialSpec(setting, method=method, compression=4,
+                     recovery=replace(RECOVERY, max_steps=steps, batch_size=16, precision="fp32"))
 
 
 @pytest.mark.slow
@@ -163,14 +225,9 @@ def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path)
 
     import torch
 
-    from etlbench.train import TrainConfig
-    from etlbench.transfer import TransferSpec
-    from etlbench.trial import RECOVERY, TrialSpec, baseline_model, train_trial
+    from etlbench.trial import baseline_model, train_trial
 
-    setting = TransferSpec(task="verification", dataset="synthetic", max_train=64, seed=1,
-                           train=TrainConfig(epochs=1, batch_size=16, precision="fp32")).resolved()
-    spec = TrialSpec(setting, method="taylor", compression=4, recovery=replace(RECOVERY, max_steps=2, batch_size=16,
-                                                                                   precision="fp32"))
+    spec = tiny_verification_trial("taylor", max_train=64, seed=1, steps=2)
     row, model = train_trial(spec, tmp_path)
     assert row["status"] == "trained", row.get("error")
     assert 0.4 < row["metric"] <= 1 and 0 < row["metrics"]["auc"] <= 1 and "accuracy_std" in row["metrics"]
@@ -186,6 +243,26 @@ def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path)
     row_identity, model_identity = train_trial(by_identity, tmp_path)
     assert row_identity["status"] == "trained" and by_identity.trial_id != spec.trial_id
     assert model_identity.state_dict().keys() == model.state_dict().keys()  # the classifier is not kept
+
+
+@pytest.mark.slow
+def test_etl_prunes_a_verification_network_from_same_person_probes_without_cutting_it(tmp_path) -> None:
+    """On synthetic faces: ETL probes the frozen source with same-person pairs, keeps the whole trunk for the
+    embedding and prunes its width to the budget."""
+    import torch
+
+    from etlbench.backbones import create_backbone
+    from etlbench.trial import baseline_model, train_trial
+
+    spec = tiny_verification_trial("etl", max_train=96, seed=0, steps=1)
+    row, model = train_trial(spec, tmp_path)
+    assert row["status"] == "trained", row.get("error")
+    assert row["cut_layer"] == create_backbone("dlib-resnet29").cut_points()[-1].name
+    assert 0.5 <= row["probe_cut_score"] <= row["probe_best_score"] <= 1  # held-out same-person accuracy
+    base = baseline_model(spec, tmp_path)
+    assert sum(p.numel() for p in model.parameters()) < 0.3 * sum(p.numel() for p in base.parameters())
+    with torch.inference_mode():
+        assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
 
 
 def test_identity_recovery_trains_a_classifier_beside_the_embedding_only_for_verification() -> None:

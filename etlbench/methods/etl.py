@@ -5,7 +5,9 @@ John, Dua, Balasubramanian, Jawahar, "ETL: Efficient Transfer Learning for Face 
 ``docs/etl-method.md``: probe the frozen source network with linear models, cut it after the
 shallowest layer whose probe is within ``epsilon`` of the best, score each filter by how much the probe
 reads it, keep the most important filters to the budget, attach a new head and recover. No transfer
-learning is needed before pruning.
+learning is needed before pruning. On verification (Grundstrom et al., ICIAR 2016) the probes tell whether two
+images show the same person from the difference of their descriptors, and nothing is cut: the head is the
+source's own embedding.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from etlbench.measure import eval_mode
 from etlbench.methods.base import Policy, PruneContext, PruningMethod
 from etlbench.methods.baselines import Taylor
 from etlbench.methods.controls import Uniform
-from etlbench.probe import PROBE_TOL, fit_probe, head_from_probe, probe_outputs, probe_strength, trunk_features
+from etlbench.probe import (
+    PROBE_TOL,
+    ProbeView,
+    fit_probe,
+    head_from_probe,
+    probe_outputs,
+    probe_strength,
+    probe_view,
+    trunk_features,
+)
 from etlbench.surgery import Budget, PruneOutcome, Scorer, prune_channels, prune_to_budget
 from etlbench.tasks import Task
 from etlbench.train import TaskModel, build_task_model, iterate_batches
@@ -105,7 +116,6 @@ class ETL(PruningMethod):
     chooses_operating_point = True  # compression auto: the epsilon rule also picks the filter fraction
     #: What the probes read (the frozen ``source``, or the ``transfer``-learned trunk) and what scores the filters
     #: after the cut (the ``probe``'s coefficients, ``uniform`` width, or ``taylor``): the ablations change these.
-    task_kinds = ("regression", "classification")  # a probe for verification is not defined yet (issue 16)
     probe_of: ClassVar[Literal["source", "transfer"]] = "source"
     width: ClassVar[Literal["probe", "uniform", "taylor"]] = "probe"
 
@@ -130,10 +140,21 @@ class ETL(PruningMethod):
         return Path(ctx.cache_dir) / f"etl-probes-{key}.npz"
 
     def _probe_subset(self, ctx: PruneContext) -> tuple[np.ndarray, np.ndarray]:
-        """The seeded subset of training images (and targets) that every probe of this method reads."""
+        """The seeded subset of training images (and targets) that every probe of this method reads; for
+        verification, whole identities in a seeded order (targets are identities), so that pairs survive."""
         train_x, train_y = ctx.data.images["train"], ctx.data.targets["train"]
-        idx = np.random.default_rng(ctx.seed).permutation(len(train_x))[: self.probe_samples]
+        rng = np.random.default_rng(ctx.seed)
+        if ctx.data.task.kind == "verification":
+            rank = rng.permutation(int(train_y.max()) + 1)[train_y]
+            idx = np.argsort(rank, kind="stable")[: self.probe_samples]
+        else:
+            idx = rng.permutation(len(train_x))[: self.probe_samples]
         return train_x[idx], train_y[idx]
+
+    def _view(self, ctx: PruneContext, targets: np.ndarray) -> ProbeView:
+        """The probe problem on the probe subset: its first ``1 - holdout`` fit, the rest score (for verification,
+        same-person pairs; :func:`etlbench.probe.probe_view`)."""
+        return probe_view(ctx.data.task, targets, round(len(targets) * (1 - self.holdout)), ctx.seed)
 
     def probe(self, ctx: PruneContext) -> ProbeReport:
         """Probe every cut point (held-out score) and every conv (coefficient norms), or read the cache.
@@ -148,15 +169,15 @@ class ETL(PruningMethod):
                                    {k[4:]: z[k] for k in z.files if k.startswith("imp/")},
                                    float(z["strength"]), float(z["seconds"]), int(z["samples"]))
         start = time.perf_counter()
-        task = ctx.data.task
         images, y = self._probe_subset(ctx)
+        view = self._view(ctx, y)
         cuts = [p.name for p in ctx.source.cut_points()]
         cut_x, conv_x = _descriptors(ctx.source, images, ctx.size, cuts, self.descriptor)
-        n_fit = round(len(y) * (1 - self.holdout))
-        strength = probe_strength(fit_probe(task, cut_x[cuts[-1]][:n_fit], y[:n_fit], ctx.seed, tol=PROBE_TOL))
-        scores = {c: _probe_score(task, cut_x[c][:n_fit], y[:n_fit], cut_x[c][n_fit:], y[n_fit:], ctx.seed,
-                                  strength) for c in cuts}
-        importance = {n: _coefficient_norms(task, x, y, ctx.seed, strength) for n, x in conv_x.items()}
+        fit_x, fit_y, _, _ = view.split(cut_x[cuts[-1]])
+        strength = probe_strength(fit_probe(view.task, fit_x, fit_y, ctx.seed, tol=PROBE_TOL))
+        scores = {c: _probe_score(view.task, *view.split(cut_x[c]), ctx.seed, strength) for c in cuts}
+        importance = {n: _coefficient_norms(view.task, view.features(x), view.targets, ctx.seed, strength)
+                      for n, x in conv_x.items()}
         report = ProbeReport(scores, importance, strength, time.perf_counter() - start, len(y))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +193,13 @@ class ETL(PruningMethod):
         self.probe(self.probed(ctx))
 
     # ---- 2. depth -----------------------------------------------------------------------------------
+    def depth(self, ctx: PruneContext, report: ProbeReport) -> str:
+        """Where the network is cut: the epsilon rule, or for verification nowhere (the last cut point), since the
+        head is the source's own embedding and reads the whole trunk."""
+        if ctx.data.task.kind == "verification":
+            return list(report.cut_scores)[-1]
+        return self.epsilon_cut(report, ctx.data.task.higher_is_better)
+
     def epsilon_cut(self, report: ProbeReport, higher_is_better: bool) -> str:
         """The shallowest cut point whose probe is within ``epsilon`` (relative) of the best one."""
         best = report.best_score(higher_is_better)
@@ -200,7 +228,7 @@ class ETL(PruningMethod):
         ctx = self.probed(ctx)
         report = self.probe(ctx)
         higher = ctx.data.task.higher_is_better
-        cut = self.epsilon_cut(report, higher)
+        cut = self.depth(ctx, report)
         fields = dict(probe_seconds=report.seconds, probe_samples=report.samples, probe_strength=report.strength,
                       probe_cut_score=report.cut_scores[cut], probe_best_score=report.best_score(higher))
         if budget is None:
@@ -240,18 +268,17 @@ class ETL(PruningMethod):
     def _budget_free(self, ctx: PruneContext, report: ProbeReport, cut: str) -> PruneOutcome:
         """Keep the smallest fraction of the cut layer's filters (by importance) whose probe stays within
         ``epsilon`` of the probe on all of them; prune every layer to that fraction."""
-        task = ctx.data.task
         images, y = self._probe_subset(ctx)
+        view = self._view(ctx, y)
         cut_x, _ = _descriptors(ctx.source, images, ctx.size, [cut], self.descriptor, with_convs=False)
-        x = cut_x[cut]
-        n_fit = round(len(y) * (1 - self.holdout))
-        order = np.argsort(-_coefficient_norms(task, x[:n_fit], y[:n_fit], ctx.seed, report.strength))
+        fit_x, fit_y, held_x, held_y = view.split(cut_x[cut])
+        order = np.argsort(-_coefficient_norms(view.task, fit_x, fit_y, ctx.seed, report.strength))
         full = report.cut_scores[cut]
         keep = 1.0
         for fraction in np.arange(0.1, 1.0, 0.1):
-            cols = order[: max(1, round(fraction * x.shape[1]))]
-            s = _probe_score(task, x[:n_fit, cols], y[:n_fit], x[n_fit:, cols], y[n_fit:], ctx.seed, report.strength)
-            if self._within(s, full, task.higher_is_better):
+            cols = order[: max(1, round(fraction * fit_x.shape[1]))]
+            s = _probe_score(view.task, fit_x[:, cols], fit_y, held_x[:, cols], held_y, ctx.seed, report.strength)
+            if self._within(s, full, view.task.higher_is_better):
                 keep = float(fraction)
                 break
         pruned = prune_channels(self._truncated(ctx, cut), report.channel_scores, 1 - keep, ctx.size,
@@ -260,11 +287,17 @@ class ETL(PruningMethod):
                             fields={"kept_fraction": keep})
 
 
+#: The ablations ask what ETL's cut and probes are worth; on verification nothing is cut (:meth:`ETL.depth`), so
+#: the cut ablations would be plain uniform and Taylor pruning, and they are not run there.
+ABLATION_TASK_KINDS = ("regression", "classification")
+
+
 class ETLCutUniform(ETL):
     """ETL ablation: ETL's depth rule (probes of the frozen source), then criterion-free uniform width to the budget
     (each layer keeps its first channels): what the cut alone is worth."""
 
     name = "etl-cut-uniform"
+    task_kinds = ABLATION_TASK_KINDS
     width = "uniform"
     chooses_operating_point = False
 
@@ -274,6 +307,7 @@ class ETLCutTaylor(ETL):
     instead of the probes' coefficients: whether ETL's filter scores beat a strong criterion after the same cut."""
 
     name = "etl-cut-taylor"
+    task_kinds = ABLATION_TASK_KINDS
     width = "taylor"
     chooses_operating_point = False
 
@@ -283,5 +317,6 @@ class ETLOnTransfer(ETL):
     source (and the pruned model cut from it): whether probing before transfer learning loses anything."""
 
     name = "etl-transfer"
+    task_kinds = ABLATION_TASK_KINDS
     probe_of = "transfer"
     starts_from = "transfer"  # it reads the transfer baseline: its cost counts
