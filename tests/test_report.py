@@ -395,5 +395,17 @@ def test_the_two_verification_halves_give_lfws_ten_fold_figure(tmp_path: Path) -
     assert tuple(older.loc["unpruned (transfer baseline)", ["fold std", "AUC"]]) == ("not stored", "not stored")
     mixed = trials.assign(baseline_metrics=trials["baseline_metrics"].where(trials["seed"] != 0, None))
     assert ten_fold_table(mixed).set_index("method").loc["unpruned (transfer baseline)", "AUC"] == "not stored"
+    from etlbench.report.figures import as_metric
+
+    auc = as_metric(trials, "auc").set_index("trial_id")  # the AUC's own figures: its values, against its baseline's
+    assert auc.loc["verification-taylor-1", ["metric", "baseline_metric"]].tolist() == pytest.approx([0.93, 0.98])
+    assert auc.loc["verification-taylor-1", "retention"] == pytest.approx(0.93 / 0.98)
+    assert auc["linear_probe_metric"].isna().all() and (auc["metric_name"] == "auc").all()
+    assert as_metric(trials.drop(columns="metrics"), "auc").empty  # rows without their metrics: no AUC figures
     write_report(tmp_path, formats=("png",))
     assert "LFW's ten folds" in (tmp_path / "leaderboard.md").read_text()
+    figures = {f.name for f in (tmp_path / "figures").iterdir()}
+    assert {f"{t}-{m}-vs-{c}.png" for t in ("verification", "verification_reverse") for m in ("metric", "auc")
+            for c in ("params", "macs", "latency")} <= figures
+    page = (tmp_path / "leaderboard.md").read_text()
+    assert "verification-auc-vs-params.png" in page and "verification_reverse-auc-vs-params.png" in page

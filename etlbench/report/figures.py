@@ -28,11 +28,11 @@ import seaborn as sns
 
 from etlbench import plugins
 from etlbench.report.groups import UNPRUNED, group_summary
-from etlbench.report.leaderboard import COSTS, floor_name, summarize, target_label, with_pareto
+from etlbench.report.leaderboard import COSTS, SECONDARY, floor_name, summarize, target_label, with_pareto
 
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h"]
 _COST_LABELS = {"params": "parameters", "macs": "MACs per image", "latency": "latency at batch 1 (ms)"}
-_METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg": "MAE (degrees)"}
+_METRIC_LABELS = {"accuracy": "accuracy", "mae_years": "MAE (years)", "mae_deg": "MAE (degrees)", "auc": "ROC AUC"}
 
 #: Raster resolution: sharp on screen (vector SVG for print); at 150 the self-contained leaderboard.html of the
 #: reference grid, with its group-gap and cross-dataset figures, passed 2 MB.
@@ -230,6 +230,19 @@ def legend_outside(fig: plt.Figure, axes: list[plt.Axes], ncol: int, above: bool
                    fontsize="x-small")
 
 
+def as_metric(trials: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows whose test ``metrics`` hold ``name`` (a :data:`SECONDARY` metric), with it as their metric and their
+    retention against their baseline's; without a floor line (rows keep the floor's primary metric only)."""
+    if "metrics" not in trials:
+        return trials.iloc[0:0]
+    part = trials[trials["metrics"].map(lambda m: isinstance(m, dict) and name in m)].copy()
+    base = part["baseline_metrics"] if "baseline_metrics" in part else pd.Series(np.nan, index=part.index)
+    part["metric"] = part["metrics"].map(lambda m: m[name])
+    part["baseline_metric"] = base.map(lambda m: m.get(name, np.nan) if isinstance(m, dict) else np.nan)
+    part["retention"] = part["metric"] / part["baseline_metric"]
+    return part.assign(metric_name=name, higher_is_better=True, linear_probe_metric=np.nan)
+
+
 def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:
     first = trials.dropna(subset=["metric_name"]).iloc[0]
     return str(first["metric_name"]), bool(first["higher_is_better"])
@@ -237,8 +250,8 @@ def _task_meta(trials: pd.DataFrame) -> tuple[str, bool]:
 
 def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str, ...] = ("png", "svg"),
                   retention_at: str = "16x", cross: pd.DataFrame | None = None) -> list[Path]:
-    """Per task one figure per cost, one grid of all tasks x costs, and a bar chart of retention at
-    ``retention_at``; returns the files written."""
+    """Per task one figure per cost (and per :data:`SECONDARY` metric its rows hold), one grid of all tasks x costs,
+    and a bar chart of retention at ``retention_at``; returns the files written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sns.set_theme(context="paper", style="whitegrid", font_scale=0.9)
@@ -254,15 +267,18 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
             written.append(path)
         plt.close(fig)
 
-    for task in tasks:
-        name, higher = _task_meta(trials[trials["task"] == task])
-        for cost in COSTS:
-            fig, ax = plt.subplots(figsize=(3.3, 2.6))
-            draw_tradeoff(ax, summary[summary["task"] == task], trials[trials["task"] == task], cost, styles)
-            ax.set_title(task.replace("_", " "))
-            ax.set_ylabel(_metric_label(name, higher))
-            legend_outside(fig, [ax], ncol=2)
-            save(fig, f"{task}-metric-vs-{cost}")
+    for label, part in [("metric", trials), *((name, as_metric(trials, name)) for name in SECONDARY)]:
+        part_summary = summary if label == "metric" else with_pareto(summarize(part))
+        for task in sorted(part_summary["task"].unique()):
+            name, higher = _task_meta(part[part["task"] == task])
+            for cost in COSTS:
+                fig, ax = plt.subplots(figsize=(3.3, 2.6))
+                draw_tradeoff(ax, part_summary[part_summary["task"] == task], part[part["task"] == task], cost,
+                              styles)
+                ax.set_title(task.replace("_", " "))
+                ax.set_ylabel(_metric_label(name, higher))
+                legend_outside(fig, [ax], ncol=2)
+                save(fig, f"{task}-{label}-vs-{cost}")
 
     fig, axes = plt.subplots(len(COSTS), len(tasks), figsize=(3.0 * len(tasks), 2.4 * len(COSTS)), squeeze=False)
     for j, task in enumerate(tasks):
@@ -295,18 +311,24 @@ def write_figures(trials: pd.DataFrame, out_dir: str | Path, formats: tuple[str,
         save(draw_cross_dataset(cross[cross["task"] == task], styles), f"{task}-cross-dataset")
 
     at = summary[summary["target"] == retention_at].dropna(subset=["retention"])
-    if len(at):  # a panel per task, its methods named and sorted: legible with any number of methods
-        height = max(2.2, 0.9 + 0.18 * at.groupby("task").size().max())
-        fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 0.8, height), squeeze=False)
-        for ax, task in zip(axes[0], tasks, strict=True):
-            rows = at[at["task"] == task].sort_values("retention")
-            ax.barh(np.arange(len(rows)), rows["retention"], xerr=rows["retention_ci95"].fillna(0),
-                    color=[styles[m][0] for m in rows["method"]], capsize=2)
-            ax.set_yticks(np.arange(len(rows)), rows["method"])
-            ax.axvline(1.0, color="0.3", ls="--", lw=1.0)
-            ax.set_title(task.replace("_", " "))
-            ax.set_xlabel("retention")
-        fig.suptitle(f"retention at {retention_at} fewer parameters (pruned / baseline quality)", y=1.0)
-        fig.tight_layout()
-        save(fig, f"retention-at-{retention_at}")
+    if len(at):
+        save(draw_retention_at(at, tasks, styles, retention_at), f"retention-at-{retention_at}")
     return written
+
+
+def draw_retention_at(at: pd.DataFrame, tasks: list[str], styles: dict[str, tuple], target: str) -> plt.Figure:
+    """Retention of every method at one ``target``: a panel per task, its methods named and sorted, legible with
+    any number of methods."""
+    height = max(2.2, 0.9 + 0.18 * at.groupby("task").size().max())
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.4 * len(tasks) + 0.8, height), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = at[at["task"] == task].sort_values("retention")
+        ax.barh(np.arange(len(rows)), rows["retention"], xerr=rows["retention_ci95"].fillna(0),
+                color=[styles[m][0] for m in rows["method"]], capsize=2)
+        ax.set_yticks(np.arange(len(rows)), rows["method"])
+        ax.axvline(1.0, color="0.3", ls="--", lw=1.0)
+        ax.set_title(task.replace("_", " "))
+        ax.set_xlabel("retention")
+    fig.suptitle(f"retention at {target} fewer parameters (pruned / baseline quality)", y=1.0)
+    fig.tight_layout()
+    return fig

@@ -21,6 +21,9 @@ from scipy import stats
 
 KEYS = ["task", "method", "target"]
 COSTS = {"params": "params", "macs": "macs", "latency": "latency_ms"}
+#: Test metrics beside a task's primary one that get trade-off figures of their own, where rows hold them (issue
+#: 16: verification's ROC AUC); higher is better for each.
+SECONDARY = ("auc",)
 _MEANS = ["retention", "metric", "compression_achieved", "params", "macs", "latency_ms", "params_reduction",
           "macs_reduction", "latency_reduction", "latency_b32_reduction", "scoring_seconds"]
 

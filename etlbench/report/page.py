@@ -19,6 +19,7 @@ import yaml
 
 from etlbench.report.groups import UNPRUNED, fairest, group_summary
 from etlbench.report.leaderboard import (
+    SECONDARY,
     floor_name,
     headline,
     method_scores,
@@ -224,6 +225,11 @@ _INTRO = ("Retention is the pruned model's quality over the unpruned transfer ba
           "of retention against parameters (P), MACs (M) or batch-1 latency (L).")
 
 
+def _tradeoffs(task: str, cost: str = "") -> tuple[str, ...]:
+    """How the names of a task's trade-off figures (its metric, and each :data:`SECONDARY` one) begin."""
+    return tuple(f"{task}-{label}-vs-{cost}" for label in ("metric", *SECONDARY))
+
+
 def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: list[str]) -> str:
     out = [f"# {title}", "", conditions, "", *([f"**{report['synthetic']}**", ""] if report["synthetic"] else []),
            _INTRO, "", "## Overall: mean rank across tasks", ""]
@@ -237,7 +243,7 @@ def to_markdown(report: dict[str, Any], title: str, conditions: str, figures: li
             out += [markdown_table(report["references"][task]), ""]
         out += [markdown_table(report["task_tables"][task]), "", f"<details><summary>{_DETAILS}</summary>", "",
                 markdown_table(report["details"][task]), "", "</details>", ""]
-        out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(f"{task}-metric-vs-params")]
+        out += [f"![{Path(f).stem}]({f})" for f in figures if Path(f).name.startswith(_tradeoffs(task, "params"))]
         out += [""]
         if len(report["cross"][task]):
             out += ["Cross-dataset: the same models on other datasets of the task (`etlbench evaluate`)", "",
@@ -320,7 +326,7 @@ def to_html(report: dict[str, Any], title: str, conditions: str, figures: list[P
                   _html_table(report["references"][task]) if len(report["references"][task]) else "",
                   _html_table(report["task_tables"][task]), f"<details><summary>{html.escape(_DETAILS)}</summary>",
                   _html_table(report["details"][task]), "</details>"]
-        parts += [_embed(f) for f in pngs if f.name.startswith(f"{task}-metric-vs-")]
+        parts += [_embed(f) for f in pngs if f.name.startswith(_tradeoffs(task))]
         if len(report["cross"][task]):
             parts += ["<p>Cross-dataset: the same models on other datasets of the task (etlbench evaluate)</p>",
                       _html_table(report["cross"][task])]
