@@ -150,6 +150,11 @@ def probe_outputs(probe: Pipeline, task: Task, features: np.ndarray) -> np.ndarr
     return out
 
 
+#: At most this many same-identity pairs per identity (all pairs of 10 images), so that a set with many images of
+#: a few people neither lets them dominate the probe nor makes the pairs grow with the square of their images.
+PAIRS_PER_IDENTITY = 45
+
+
 class SamePerson(Task):
     """What a probe of a verification task predicts (ETL's probes, issue 16): whether two images show the same
     person, from the absolute difference of their per-filter descriptors. Not a registered task."""
@@ -204,19 +209,24 @@ def probe_view(task: Task, targets: np.ndarray, n_fit: int, seed: int) -> ProbeV
 
 def identity_pairs(identities: np.ndarray, rows: np.ndarray, rng: np.random.Generator,
                    part: str = "probe") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every same-identity pair among ``rows`` and as many pairs of different identities drawn at random from them:
-    rows ``a``, rows ``b`` and 1 (same) or 0. A ``ValueError`` where ``rows`` hold no identity twice or only one."""
+    """The same-identity pairs among ``rows`` (all of them, or :data:`PAIRS_PER_IDENTITY` drawn without replacement
+    where an identity has more) and as many pairs of different identities drawn at random with replacement: rows
+    ``a``, rows ``b`` and 1 (same) or 0. A ``ValueError`` where ``rows`` hold no identity twice or only one."""
     ids = identities[rows]
     groups = [rows[ids == i] for i in np.unique(ids)]
-    pos = np.concatenate([np.empty((2, 0), np.int64)] + [g[np.stack(np.triu_indices(len(g), 1))] for g in groups],
-                         axis=1)
-    n = pos.shape[1]
+    pos = [np.empty((2, 0), np.int64)]
+    for group in groups:
+        pairs = group[np.stack(np.triu_indices(len(group), 1))]
+        pos.append(pairs if pairs.shape[1] <= PAIRS_PER_IDENTITY else
+                   pairs[:, np.sort(rng.choice(pairs.shape[1], PAIRS_PER_IDENTITY, replace=False))])
+    same = np.concatenate(pos, axis=1)
+    n = same.shape[1]
     if n == 0 or len(groups) < 2:
         raise ValueError(f"the {part} part of a verification probe ({len(rows)} images of {len(groups)} "
                          "identities) needs an identity with two images and at least two identities")
-    neg = np.empty((2, 0), np.int64)
-    while neg.shape[1] < n:
+    different = np.empty((2, 0), np.int64)
+    while different.shape[1] < n:
         draw = rng.choice(rows, size=(2, 2 * n))
-        neg = np.concatenate([neg, draw[:, identities[draw[0]] != identities[draw[1]]]], axis=1)[:, :n]
-    return (np.concatenate([pos[0], neg[0]]), np.concatenate([pos[1], neg[1]]),
+        different = np.concatenate([different, draw[:, identities[draw[0]] != identities[draw[1]]]], axis=1)[:, :n]
+    return (np.concatenate([same[0], different[0]]), np.concatenate([same[1], different[1]]),
             np.concatenate([np.ones(n, np.int64), np.zeros(n, np.int64)]))

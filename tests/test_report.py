@@ -4,6 +4,7 @@ rows of different backbones or code."""
 from __future__ import annotations
 
 import math
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -118,6 +119,7 @@ def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) ->
     names = {Path(f).name for f in result["written"]}
     assert {"leaderboard.md", "leaderboard.csv", "leaderboard.html", "age-metric-vs-params.svg",
             "tradeoffs-all-tasks.png"} <= names
+    assert not any("-auc-vs-" in name for name in names)  # AUC figures are for rows that keep an AUC
     md = (tmp_path / "leaderboard.md").read_text()
     assert "failed" in md and "infeasible" in md and "frozen linear probe" in md and "7.8" in md
     assert "VISAPP 2022" in md and "not measured here" in md
@@ -402,10 +404,14 @@ def test_the_two_verification_halves_give_lfws_ten_fold_figure(tmp_path: Path) -
     assert auc.loc["verification-taylor-1", "retention"] == pytest.approx(0.93 / 0.98)
     assert auc["linear_probe_metric"].isna().all() and (auc["metric_name"] == "auc").all()
     assert as_metric(trials.drop(columns="metrics"), "auc").empty  # rows without their metrics: no AUC figures
+    assert set(as_metric(mixed, "auc")["seed"]) == {1, 2}  # nor a row whose baseline's AUC was not kept
     write_report(tmp_path, formats=("png",))
-    assert "LFW's ten folds" in (tmp_path / "leaderboard.md").read_text()
     figures = {f.name for f in (tmp_path / "figures").iterdir()}
     assert {f"{t}-{m}-vs-{c}.png" for t in ("verification", "verification_reverse") for m in ("metric", "auc")
             for c in ("params", "macs", "latency")} <= figures
     page = (tmp_path / "leaderboard.md").read_text()
-    assert "verification-auc-vs-params.png" in page and "verification_reverse-auc-vs-params.png" in page
+    assert "LFW's ten folds" in page
+    for task in ("verification", "verification_reverse"):  # each task's section shows its own two figures
+        section = page.split(f"\n## {task} — ")[1].split("\n## ")[0]
+        assert sorted(re.findall(r"\]\((\S+\.png)\)", section)) == [
+            f"figures/{task}-auc-vs-params.png", f"figures/{task}-metric-vs-params.png"]

@@ -165,7 +165,7 @@ def test_etls_ablations_are_refused_for_verification_before_anything_runs() -> N
 
 
 def test_a_verification_probe_fits_pairs_and_scores_pairs_of_people_it_did_not_fit() -> None:
-    from etlbench.probe import probe_view
+    from etlbench.probe import PAIRS_PER_IDENTITY, identity_pairs, probe_view
 
     identities = np.array([0, 0, 0, 1, 1, 2, 3, 3, 4, 4, 4, 5])  # grouped, as ETL's probe subset is
     view = probe_view(create_task("verification"), identities, 7, seed=0)  # the 7th image is identity 3's first
@@ -184,13 +184,45 @@ def test_a_verification_probe_fits_pairs_and_scores_pairs_of_people_it_did_not_f
     assert np.array_equal(view.features(x), np.abs(x[a] - x[b]))
     with pytest.raises(ValueError, match=r"held-out part of a verification probe .* needs an identity with two"):
         probe_view(create_task("verification"), np.array([0, 0, 1, 2, 3]), 3, seed=0)
+    ids = np.repeat([0, 1], [12, 2])  # 66 pairs of identity 0: at most PAIRS_PER_IDENTITY of them, all different
+    a, b, same = identity_pairs(ids, np.arange(14), np.random.default_rng(0))
+    assert same.sum() == PAIRS_PER_IDENTITY + 1 == len({(i, j) for i, j, s in zip(a, b, same, strict=True) if s})
     gender = probe_view(create_task("gender"), identities, 7, seed=0)  # other tasks: the samples themselves
     assert gender.pairs is None and np.array_equal(gender.split(x)[0], x[:7])
 
 
+def test_etls_probe_subset_is_whole_identities_on_verification_and_unchanged_elsewhere() -> None:
+    """On verification: identities grouped, held-out pairs of people the fit never saw. On other tasks: the seeded
+    permutation and the first ``1 - holdout`` fitting, as before verification had a probe."""
+    from types import SimpleNamespace
+
+    from etlbench.methods.etl import ETL
+
+    rng = np.random.default_rng(3)
+    identities = rng.integers(0, 40, 300)
+    images = np.arange(300)[:, None]  # an image is its own row number
+    etl = ETL(probe_samples=200, holdout=0.25)
+    for name in ("verification", "gender"):
+        ctx = SimpleNamespace(seed=5, data=SimpleNamespace(task=create_task(name), images={"train": images},
+                                                           targets={"train": identities}))
+        rows, y = etl._probe_subset(ctx)
+        view = etl._view(ctx, y)
+        if name == "gender":
+            expected = np.random.default_rng(5).permutation(300)[:200]
+            assert np.array_equal(rows[:, 0], expected) and view.pairs is None and view.n_fit == 150
+            continue
+        assert len(rows) == 200 and np.array_equal(y, identities[rows[:, 0]])
+        assert all(len(set(np.flatnonzero(y == i))) == np.ptp(np.flatnonzero(y == i)) + 1 for i in set(y))  # grouped
+        a, b = view.pairs
+        fit_people = set(y[a[: view.n_fit]]) | set(y[b[: view.n_fit]])
+        held_people = set(y[a[view.n_fit :]]) | set(y[b[view.n_fit :]])
+        assert fit_people and held_people and not fit_people & held_people
+        assert a[view.n_fit :].min() >= 150 and b[view.n_fit :].min() >= 150
+
+
 def test_etls_verification_probe_reads_the_filters_that_tell_people_apart() -> None:
-    """Filter 0 holds a per-person value, filter 1 noise, filter 2 a per-image value shared by nobody: the probe of
-    same-person pairs weighs filter 0 most (ETL's importance, the norm of its standardised coefficient)."""
+    """Filter 0 holds a per-person value, filters 1 and 2 noise of different scales: the probe of same-person pairs
+    weighs filter 0 most (ETL's importance, the norm of its standardised coefficient)."""
     from etlbench.methods.etl import _coefficient_norms
     from etlbench.probe import probe_view
 
@@ -248,21 +280,27 @@ def test_a_verification_trial_prunes_the_trunk_and_keeps_the_embedding(tmp_path)
 @pytest.mark.slow
 def test_etl_prunes_a_verification_network_from_same_person_probes_without_cutting_it(tmp_path) -> None:
     """On synthetic faces: ETL probes the frozen source with same-person pairs, keeps the whole trunk for the
-    embedding and prunes its width to the budget."""
+    embedding and prunes its width to the budget, or (``auto``) to the fraction its probes choose."""
+    from dataclasses import replace
+
     import torch
 
     from etlbench.backbones import create_backbone
     from etlbench.trial import baseline_model, train_trial
 
     spec = tiny_verification_trial("etl", max_train=96, seed=0, steps=1)
+    last = create_backbone("dlib-resnet29").cut_points()[-1].name
     row, model = train_trial(spec, tmp_path)
     assert row["status"] == "trained", row.get("error")
-    assert row["cut_layer"] == create_backbone("dlib-resnet29").cut_points()[-1].name
-    assert 0.5 <= row["probe_cut_score"] <= row["probe_best_score"] <= 1  # held-out same-person accuracy
-    base = baseline_model(spec, tmp_path)
-    assert sum(p.numel() for p in model.parameters()) < 0.3 * sum(p.numel() for p in base.parameters())
+    assert row["cut_layer"] == last and row["probe_samples"] == 96  # every train image: whole identities
+    assert 0.5 <= row["probe_cut_score"] <= 1  # the last block's held-out same-person accuracy
+    base = sum(p.numel() for p in baseline_model(spec, tmp_path).parameters())
+    assert sum(p.numel() for p in model.parameters()) < 0.3 * base
+    auto, auto_model = train_trial(replace(spec, compression=None), tmp_path)
+    assert auto["status"] == "trained" and auto["cut_layer"] == last and 0 < auto["kept_fraction"] <= 1
+    assert sum(p.numel() for p in auto_model.parameters()) <= base
     with torch.inference_mode():
-        assert model(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
+        assert model(torch.zeros(2, 3, 112, 112)).shape == auto_model(torch.zeros(2, 3, 112, 112)).shape == (2, 128)
 
 
 def test_identity_recovery_trains_a_classifier_beside_the_embedding_only_for_verification() -> None:

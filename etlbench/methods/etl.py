@@ -223,7 +223,7 @@ class ETL(PruningMethod):
 
     # ---- 3. filter importance and 4. selection ------------------------------------------------------
     def prune(self, ctx: PruneContext, budget: Budget | None) -> PruneOutcome:
-        """Probe (or read the probes), cut at the epsilon rule, score filters by the probes' coefficients and
+        """Probe (or read the probes), cut where :meth:`depth` says, score filters by the probes' coefficients and
         select them to the budget; without a budget the epsilon rule also picks the filters (budget-free)."""
         ctx = self.probed(ctx)
         report = self.probe(ctx)
@@ -288,7 +288,8 @@ class ETL(PruningMethod):
 
 
 #: The ablations ask what ETL's cut and probes are worth; on verification nothing is cut (:meth:`ETL.depth`), so
-#: the cut ablations would be plain uniform and Taylor pruning, and they are not run there.
+#: the cut ablations would be plain uniform and Taylor pruning, and they are not run there; nor is ``etl-transfer``,
+#: whose probed copy of the source takes the transfer-learned trunk but not the transfer-learned embedding.
 ABLATION_TASK_KINDS = ("regression", "classification")
 
 

@@ -231,14 +231,15 @@ def legend_outside(fig: plt.Figure, axes: list[plt.Axes], ncol: int, above: bool
 
 
 def as_metric(trials: pd.DataFrame, name: str) -> pd.DataFrame:
-    """The rows whose test ``metrics`` hold ``name`` (a :data:`SECONDARY` metric), with it as their metric and their
-    retention against their baseline's; without a floor line (rows keep the floor's primary metric only)."""
-    if "metrics" not in trials:
+    """The rows whose test ``metrics`` and ``baseline_metrics`` both hold ``name`` (a :data:`SECONDARY` metric), with
+    it as their metric and their retention against their baseline's (a row without its baseline's is left out, not
+    drawn without a retention); without a floor line (rows keep the floor's primary metric only)."""
+    if not {"metrics", "baseline_metrics"} <= set(trials):
         return trials.iloc[0:0]
-    part = trials[trials["metrics"].map(lambda m: isinstance(m, dict) and name in m)].copy()
-    base = part["baseline_metrics"] if "baseline_metrics" in part else pd.Series(np.nan, index=part.index)
+    has = trials["metrics"].map(lambda m: isinstance(m, dict) and name in m)
+    part = trials[has & trials["baseline_metrics"].map(lambda m: isinstance(m, dict) and name in m)].copy()
     part["metric"] = part["metrics"].map(lambda m: m[name])
-    part["baseline_metric"] = base.map(lambda m: m.get(name, np.nan) if isinstance(m, dict) else np.nan)
+    part["baseline_metric"] = part["baseline_metrics"].map(lambda m: m[name])
     part["retention"] = part["metric"] / part["baseline_metric"]
     return part.assign(metric_name=name, higher_is_better=True, linear_probe_metric=np.nan)
 
