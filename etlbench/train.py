@@ -82,7 +82,9 @@ class TrainConfig:
     ``objective`` is what training minimises (:data:`OBJECTIVES`; ``identity`` for verification only).
     ``distill`` is the weight of matching the unpruned transfer baseline's outputs (Hinton et al. 2015);
     ``eval_at`` the fractions of the budget where val (and test, for the record) are evaluated, ``()`` after every
-    epoch. ``precision`` ``bf16`` trains under bfloat16 autocast; evaluation stays fp32.
+    epoch; ``anytime_test`` false evaluates test only for the start and for the final selection (the same selected
+    model and test metric, and val at every point, with fewer passes over a large test split; the anytime curve
+    then has its two ends). ``precision`` ``bf16`` trains under bfloat16 autocast; evaluation stays fp32.
     """
 
     # The defaults are the recipe chosen on val (docs/recipe-search/README.md); the budget is the experiment's.
@@ -101,6 +103,7 @@ class TrainConfig:
     temperature: float = 4.0
     objective: str = "task"
     eval_at: tuple[float, ...] = ()
+    anytime_test: bool = True
     eval_batch_size: int = 64
     balance_convs: bool = True  # rescale conv weights to He scale first (function-preserving, balance_conv_scales)
 
@@ -375,7 +378,8 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
     validation evaluation (the starting point competes too). ``teacher``: outputs of the unpruned model for
     every train image, unflipped and flipped (N x 2 x outputs), for distillation. Test is evaluated whenever val
     selects a new model, so that the history holds the test metric of the selected model at every evaluation
-    (an anytime curve: quality against recovery cost; selection never reads test)."""
+    (an anytime curve: quality against recovery cost; selection never reads test); with ``cfg.anytime_test``
+    false, only for the start and, at the end, for the final selection."""
     task = data.task
     x_train, y_train = data.images["train"], data.targets["train"]
     total_steps = cfg.total_steps(len(x_train))
@@ -399,16 +403,19 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
         val = evaluate(model, task, data.images["val"], data.targets["val"], preprocess, size, cfg.eval_batch_size)
         spent += time.perf_counter() - clock
         if _better(task, val[task.metric_name], best["metric"]):
-            test, predictions = scored(model, task, data.images["test"], data.targets["test"], preprocess, size,
-                                       cfg.eval_batch_size)
-            best.update(metric=val[task.metric_name], val=val, test=test, predictions=predictions, step=step,
+            best.update(metric=val[task.metric_name], val=val, test=None, predictions=None, step=step,
                         samples=seen, state=copy.deepcopy(model.state_dict()))
+            if cfg.anytime_test or step == 0:
+                best["test"], best["predictions"] = test_of(model)
         history.append({"step": step, "samples": seen, "seconds": spent,
                         "train_loss": float(np.mean(losses)) if losses else None,
                         **{f"val_{k}": v for k, v in val.items()},
-                        **{f"best_test_{k}": v for k, v in best["test"].items()}})
+                        **{f"best_test_{k}": v for k, v in (best["test"] or {}).items()}})
         losses.clear()
         clock = time.perf_counter()
+
+    def test_of(network: nn.Module) -> tuple[dict[str, float], np.ndarray]:
+        return scored(network, task, data.images["test"], data.targets["test"], preprocess, size, cfg.eval_batch_size)
 
     checkpoint()
     set_train_mode(model, freeze_norm_stats=cfg.norm == "frozen")
@@ -440,6 +447,9 @@ def fine_tune(model: TaskModel, data: TaskData, preprocess: Preprocess, size: tu
             checkpoint()
             set_train_mode(model, freeze_norm_stats=cfg.norm == "frozen")
     model.load_state_dict(best["state"])
+    if best["test"] is None:  # anytime_test off: the final selection's test, at the end of the curve
+        best["test"], best["predictions"] = test_of(model)
+        history[-1].update({f"best_test_{k}": v for k, v in best["test"].items()})
     model.to(memory_format=torch.contiguous_format)
     model.eval()
     return TrainResult(best["val"], best["step"], best["samples"], spent, seen, step, history, best["test"],

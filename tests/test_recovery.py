@@ -181,6 +181,31 @@ def test_fine_tune_records_the_selected_models_test_metric_at_every_evaluation(p
     assert next(model.parameters()).is_contiguous()  # trained channels-last, handed back in the standard layout
 
 
+def test_without_anytime_test_only_the_start_and_the_selection_are_tested(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same training, selection and test metric as with the curve's test at every selection; test passes only
+    for the start (the model before recovery) and the final selection."""
+    import etlbench.train as train
+
+    data, source, size, model = small_setup("gender")  # val selects the models of steps 2 and 6
+    cfg = TrainConfig(samples=96, batch_size=16, lr=3e-4, eval_at=(1 / 3, 2 / 3, 1.0), precision="fp32")
+    prepare(model, data.images["train"], source.preprocess, size, cfg)
+    twin = copy.deepcopy(model)
+    tested: list[int] = []
+    real = train.scored
+    monkeypatch.setattr(train, "scored", lambda *a, **k: (tested.append(a[2] is data.images["test"]), real(*a, **k))[1])
+    full = fine_tune(model, data, source.preprocess, size, cfg, seed=2)
+    n_full, tested[:] = sum(tested), []
+    ends = fine_tune(twin, data, source.preprocess, size, replace(cfg, anytime_test=False), seed=2)
+    name = data.task.metric_name
+    assert ends.test_metrics == full.test_metrics and ends.best_step == full.best_step > 0
+    assert sum(tested) == 2 < n_full  # the start, then the selection at the end
+    key = f"best_test_{name}"
+    assert key in ends.history[0] and key in ends.history[-1]  # before recovery, and the final selection
+    assert all(p[key] == q[key] for p, q in zip(ends.history, full.history, strict=True) if key in p)
+    assert any(key not in p for p in ends.history)  # a model selected on the way was not tested
+    assert [p[f"val_{name}"] for p in ends.history] == [p[f"val_{name}"] for p in full.history]
+
+
 def test_distilling_from_the_labels_is_training_on_them() -> None:
     """A teacher whose outputs are the labels (the flipped column: the flipped labels) and a weight of 1 train
     exactly as the task loss does: the term reaches the optimiser and flipped images read flipped outputs."""
