@@ -236,8 +236,10 @@ def as_metric(trials: pd.DataFrame, name: str) -> pd.DataFrame:
     drawn without a retention); without a floor line (rows keep the floor's primary metric only)."""
     if not {"metrics", "baseline_metrics"} <= set(trials):
         return trials.iloc[0:0]
-    has = trials["metrics"].map(lambda m: isinstance(m, dict) and name in m)
-    part = trials[has & trials["baseline_metrics"].map(lambda m: isinstance(m, dict) and name in m)].copy()
+    def holds(column: str) -> pd.Series:
+        return trials[column].map(lambda m: isinstance(m, dict) and name in m)
+
+    part = trials[holds("metrics") & holds("baseline_metrics")].copy()
     part["metric"] = part["metrics"].map(lambda m: m[name])
     part["baseline_metric"] = part["baseline_metrics"].map(lambda m: m[name])
     part["retention"] = part["metric"] / part["baseline_metric"]
