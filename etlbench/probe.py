@@ -22,6 +22,7 @@ from etlbench.backbones import Preprocess, SourceNetwork
 from etlbench.data import TaskData
 from etlbench.measure import eval_mode
 from etlbench.tasks import Task, TaskHead
+from etlbench.tasks.face import accuracy
 from etlbench.train import iterate_batches, model_device
 
 ALPHAS = np.logspace(-2, 5, 15)
@@ -168,7 +169,7 @@ class SamePerson(Task):
     default_dataset = ""
 
     def evaluate(self, predictions: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        return {"accuracy": float(np.mean(predictions == targets))}
+        return {"accuracy": accuracy(predictions, targets)}
 
 
 @dataclass(frozen=True)
