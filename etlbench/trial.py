@@ -1,5 +1,5 @@
 """One benchmark trial (docs/design.md), top to bottom: start model -> prune to the budget -> recover -> evaluate on
-test -> row (:func:`train_trial`); measurement comes after (:func:`measured_fields`), once the machine is idle.
+test -> row (:func:`train_trial`); measurement comes after (:func:`measure_between`), once the machine is idle.
 
 Every method gets the same data splits, the same recovery budget and the same measurement; reductions and
 retention are against the unpruned transfer baseline of the same setting (task, data, backbone, seed;
@@ -209,9 +209,22 @@ def measured_fields(pruned: dict[str, Any], base: dict[str, Any]) -> dict[str, A
         out.update({key: pruned[key], f"baseline_{key}": base[key], f"{stem}_reduction": 1 - pruned[key] / base[key]})
         if f"{stem}_iqr_ms" in pruned:
             out[f"{stem}_iqr_ms"] = pruned[f"{stem}_iqr_ms"]
+    if "latency_drift" in base:
+        out["baseline_latency_drift"] = base["latency_drift"]
     out.update({k: pruned[k] for k in ("cpu", "usable_cores", "torch", "allocator", "load_avg_1m")})
     out.update(measure_threads=pruned["threads"], measure_repeats=pruned["repeats"])
     return out
+
+
+def measure_between(model: TaskModel, baseline: TaskModel, input_size: tuple[int, int], cfg: MeasureConfig,
+                    before: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Measure ``model`` between two measurements of its baseline (``before``: one already taken just now, e.g.
+    the previous model's ``after``): its row's measurement columns (:func:`measured_fields` against
+    :func:`~etlbench.measure.flanked`), and the baseline's measurement after it, to pass on as the next ``before``."""
+    before = before if before is not None else measure.measure(baseline, input_size, cfg)
+    pruned = measure.measure(model, input_size, cfg)
+    after = measure.measure(baseline, input_size, cfg)
+    return measured_fields(pruned, measure.flanked(before, after)), after
 
 
 def trained_row(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None
@@ -235,8 +248,7 @@ def run_trial(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = No
         return row
     try:
         size = tuple(row["input_size"])
-        base = measure.measure(baseline_model(spec, cache_dir, data), size, spec.measure)
-        row.update(measured_fields(measure.measure(model, size, spec.measure), base))
+        row.update(measure_between(model, baseline_model(spec, cache_dir, data), size, spec.measure)[0])
     except Exception as err:  # the row says why
         row.update(failure(err))
     return row

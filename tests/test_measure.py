@@ -21,6 +21,7 @@ from etlbench.measure import (
     MeasureConfig,
     count_macs,
     count_params,
+    flanked,
     machine_info,
     measure,
     measure_latency,
@@ -218,6 +219,19 @@ def test_measure_returns_every_key() -> None:
     assert out["torch"] == torch.__version__ and isinstance(out["cpu"], str) and out["cpu"]
     assert isinstance(out["load_avg_1m"], float)
     assert out["allocator"] in {"glibc-keep-1GiB", "default"}
+
+
+def test_flanked_averages_the_two_timings_and_reports_how_far_they_moved() -> None:
+    """The machine slowed from 10 to 12 ms at batch 1 while a model was timed: the baseline is their mean and
+    the drift is the move relative to it; batch 4 held still; counts and conditions come from the later timing."""
+    before = {"params": 10, "load_avg_1m": 0.1, "latency_ms": 10.0, "latency_iqr_ms": 1.0, "latency_b4_ms": 40.0,
+              "latency_b4_iqr_ms": 2.0, "latency_b4_per_image_ms": 10.0}
+    after = {**before, "load_avg_1m": 0.3, "latency_ms": 12.0, "latency_iqr_ms": 3.0}
+    out = flanked(before, after)
+    assert (out["latency_ms"], out["latency_iqr_ms"], out["latency_b4_ms"]) == (11.0, 2.0, 40.0)
+    assert out["latency_drift"] == pytest.approx(2 / 11)
+    assert (out["params"], out["load_avg_1m"]) == (10, 0.3)
+    assert flanked(before, before)["latency_drift"] == 0.0
 
 
 def test_machine_info() -> None:

@@ -287,6 +287,17 @@ def test_the_conditions_name_the_torch_build() -> None:
     assert torch_build("2.14.1") == "torch 2.14.1" and torch_build(None) == "torch version not recorded"
 
 
+def test_the_conditions_say_how_the_reductions_baseline_was_timed() -> None:
+    """Rows timed between two timings of their baseline give the median and largest move; older rows say that
+    the baseline was timed once per run."""
+    from etlbench.report import _drift
+
+    assert _drift(pd.DataFrame({"baseline_latency_drift": [0.01, 0.03, 0.2, None]})) == (
+        "each model timed between two timings of its baseline, which moved by a median 3.0% (at most 20.0%) "
+        "around a model")
+    assert _drift(pd.DataFrame({"metric": [1.0]})) == "reductions against one timing of the baseline per run"
+
+
 def test_legends_sit_outside_the_axes(tmp_path: Path) -> None:
     """A legend never covers data: it lies outside every axes, and the saved file still holds it."""
     import matplotlib.pyplot as plt

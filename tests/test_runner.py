@@ -125,6 +125,7 @@ def test_run_shares_stages_records_failures_and_resumes(plugins: Path, no_data_r
         assert row["status"] == "ok", row["error"]
         assert abs(row["compression_achieved"] / 4 - 1) <= 0.1 and row["size_bytes"] < row["baseline_size_bytes"] / 3
         assert row["latency_ms"] > 0 and row["latency_b4_ms"] > 0 and row["measure_threads"] == 1
+        assert row["baseline_latency_drift"] >= 0  # timed between two timings of its baseline
         # the file on disk; the measured copy is an in-memory buffer, whose zip records are named differently
         assert (out / row["model_file"]).stat().st_size == pytest.approx(row["size_bytes"], rel=0.01)
     assert marker.exists()

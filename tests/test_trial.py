@@ -11,6 +11,7 @@ import pytest
 import etlbench.trial as trial_module
 from etlbench.cli import main
 from etlbench.errors import ConfigError
+from etlbench.measure import MeasureConfig
 from etlbench.train import TrainConfig, TrainingError
 from etlbench.transfer import TransferSpec
 from etlbench.trial import RECOVERY, TrialSpec, run_trial
@@ -46,6 +47,28 @@ def test_magnitude_trial_row(cache: Path) -> None:
     assert row["start_cost_seconds"] > 0  # the transfer baseline's cost counts
     assert row["retention"] == pytest.approx(row["metric"] / row["baseline_metric"])
     assert row["synthetic"] is True and row["data_fingerprint"] == spec.setting.data_fingerprint
+
+
+def test_a_model_is_measured_between_two_timings_of_its_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline timed at 20 ms, then the model at 10 ms, then the baseline at 30 ms (the machine slowed): the
+    reduction is against their mean, the drift is in the row, and the later timing is handed on to the next model
+    so that a pass times its baseline once more than it has models."""
+    timings = {"base": iter([20.0, 30.0, 40.0]), "pruned": iter([10.0, 10.0])}
+    calls = []
+
+    def fake_measure(model, size, cfg):
+        calls.append(model)
+        return {"params": 1 if model == "pruned" else 4, "size_bytes": 1, "macs": 1, "latency_ms": next(timings[model]),
+                "cpu": "x", "usable_cores": 1, "torch": "t", "allocator": "a", "load_avg_1m": 0.0, "threads": 1,
+                "repeats": 30}
+
+    monkeypatch.setattr(trial_module.measure, "measure", fake_measure)
+    fields, after = trial_module.measure_between("pruned", "base", (8, 8), MeasureConfig())
+    assert calls == ["base", "pruned", "base"] and after["latency_ms"] == 30.0
+    assert fields["baseline_latency_ms"] == 25.0 and fields["latency_reduction"] == pytest.approx(0.6)
+    assert fields["baseline_latency_drift"] == pytest.approx(0.4) and fields["compression_achieved"] == 4
+    fields, _ = trial_module.measure_between("pruned", "base", (8, 8), MeasureConfig(), before=after)
+    assert calls[3:] == ["pruned", "base"] and fields["baseline_latency_ms"] == 35.0
 
 
 @pytest.mark.slow

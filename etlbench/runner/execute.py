@@ -43,11 +43,12 @@ from etlbench.model_io import save_pruned
 from etlbench.plan import ExperimentSpec, plan
 from etlbench.report import write_report
 from etlbench.results import FINAL, ResultsStore, failed_row, failure
+from etlbench.train import TaskModel
 from etlbench.trial import (
     TrialSpec,
     baseline_model,
     load_pruned_model,
-    measured_fields,
+    measure_between,
     shared_stage,
     trained_row,
 )
@@ -323,11 +324,12 @@ class Run:
 
     # ---- 4: measurement, alone --------------------------------------------------------------------------
     def measure(self, trials: list[TrialSpec]) -> None:
-        """Measure the transfer baselines once each, then every trained model, one at a time in this process."""
+        """Measure every trained model, one at a time in this process, each between two measurements of its
+        transfer baseline (one shared with the model before it)."""
         start = time.perf_counter()
         if trials:
             self._wait_until_idle(trials[0].measure.idle_wait)
-        baselines: dict[Any, dict[str, Any]] = {}
+        baselines: dict[Any, tuple[TaskModel, dict[str, Any]]] = {}  # each model and its latest measurement
         rows = {r["trial_id"]: r for r in self.store.rows(ids=[t.trial_id() for t in trials])}
         with self.progress() as progress:
             bar = progress.add_task("measuring", total=len(trials), running=1 if trials else 0, failed=0)
@@ -336,10 +338,11 @@ class Run:
                 try:
                     size = tuple(row["input_size"])
                     key = (t.setting.key(), t.measure)
-                    if key not in baselines:
-                        baselines[key] = measure.measure(baseline_model(t, self.cache, data), size, t.measure)
+                    base, before = baselines.get(key) or (baseline_model(t, self.cache, data), None)
                     model = load_pruned_model(t, row, self.out / row["model_file"], data)
-                    row.update(measured_fields(measure.measure(model, size, t.measure), baselines[key]))
+                    fields, after = measure_between(model, base, size, t.measure, before)
+                    baselines[key] = base, after
+                    row.update(fields)
                 except Exception as err:  # the row says why; the other models are still measured
                     row.update(failure(err))
                 self.put(t, row)
