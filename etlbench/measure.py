@@ -54,6 +54,7 @@ __all__ = [
     "count_params",
     "eval_mode",
     "flanked",
+    "latency_medians",
     "machine_info",
     "measure",
     "measure_latency",
@@ -242,14 +243,20 @@ def measure_latency(model: nn.Module, input_size: tuple[int, int], batch: int = 
                    input_size=(int(input_size[0]), int(input_size[1])), repeats=len(times), warmup=calls)
 
 
+def latency_medians(figures: dict[str, Any]) -> list[str]:
+    """The keys of the median latencies among :func:`measure`'s figures: ``latency_ms``, ``latency_b32_ms``..."""
+    return [k for k in figures if k.startswith("latency") and k.endswith("_ms")
+            and not k.endswith(("_iqr_ms", "_per_image_ms"))]
+
+
 def flanked(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """A baseline's figures from its two measurements on either side of a pruned model's: each latency the mean of
-    the two, and ``latency_drift``, the largest relative change between them over the latency figures (how far
-    the machine's speed moved while the model was timed; a reduction is only as good as it)."""
-    keys = [k for k in before if k.startswith("latency") and k.endswith("_ms")]
-    out = {**after, **{k: (before[k] + after[k]) / 2 for k in keys}}
-    drifts = [abs(after[k] - before[k]) / out[k] for k in keys if "iqr" not in k and out[k] > 0]
-    return {**out, "latency_drift": max(drifts, default=0.0)}
+    """A baseline's figures from its two measurements on either side of a pruned model's: each latency figure the
+    mean of the two, and per batch size its drift (``latency_drift``, ``latency_b32_drift``...): how far the median
+    moved between them, relative to their mean. A reduction is only as good as its baseline's drift."""
+    out = {**after, **{k: (before[k] + after[k]) / 2 for k in after if k.startswith("latency") and k.endswith("_ms")}}
+    for k in latency_medians(after):
+        out[f"{k.removesuffix('_ms')}_drift"] = abs(after[k] - before[k]) / out[k] if out[k] > 0 else 0.0
+    return out
 
 
 @cache

@@ -9,6 +9,7 @@ docs/etl-method.md).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -203,14 +204,13 @@ def measured_fields(pruned: dict[str, Any], base: dict[str, Any]) -> dict[str, A
     """The measurement columns of a row (status ``ok``): the pruned model's figures, the baseline's, and the
     reductions against the unpruned transfer baseline measured under the same conditions."""
     out: dict[str, Any] = {"status": "ok", "compression_achieved": base["params"] / pruned["params"]}
-    for key in ("params", "size_bytes", "macs", *(k for k in pruned if k.startswith("latency") and k.endswith("_ms")
-                                                    and "iqr" not in k and "per_image" not in k)):
+    for key in ("params", "size_bytes", "macs", *measure.latency_medians(pruned)):
         stem = key.removesuffix("_ms")
         out.update({key: pruned[key], f"baseline_{key}": base[key], f"{stem}_reduction": 1 - pruned[key] / base[key]})
         if f"{stem}_iqr_ms" in pruned:
             out[f"{stem}_iqr_ms"] = pruned[f"{stem}_iqr_ms"]
-    if "latency_drift" in base:
-        out["baseline_latency_drift"] = base["latency_drift"]
+        if f"{stem}_drift" in base:
+            out[f"baseline_{stem}_drift"] = base[f"{stem}_drift"]
     out.update({k: pruned[k] for k in ("cpu", "usable_cores", "torch", "allocator", "load_avg_1m")})
     out.update(measure_threads=pruned["threads"], measure_repeats=pruned["repeats"])
     return out
@@ -225,6 +225,28 @@ def measure_between(model: TaskModel, baseline: TaskModel, input_size: tuple[int
     pruned = measure.measure(model, input_size, cfg)
     after = measure.measure(baseline, input_size, cfg)
     return measured_fields(pruned, measure.flanked(before, after)), after
+
+
+class MeasurePass:
+    """Trained models measured one after another, each between two timings of its transfer baseline
+    (:func:`measure_between`); a model of the same setting as the one before it shares the timing between them,
+    so give the models grouped by setting. ``load_baseline`` builds a trial's baseline when the setting changes."""
+
+    def __init__(self, load_baseline: Callable[[TrialSpec], TaskModel]) -> None:
+        self._load_baseline = load_baseline
+        self._key: tuple[str, MeasureConfig] | None = None
+        self._baseline: TaskModel | None = None
+        self._before: dict[str, Any] | None = None
+
+    def __call__(self, spec: TrialSpec, model: TaskModel, input_size: tuple[int, int]) -> dict[str, Any]:
+        """The measurement columns of ``spec``'s row for ``model``."""
+        key = (spec.setting.key(), spec.measure)
+        if key != self._key:
+            self._key, self._before = None, None
+            self._baseline, self._key = self._load_baseline(spec), key
+        before, self._before = self._before, None  # a failure below leaves no stale timing to pass on
+        fields, self._before = measure_between(model, self._baseline, input_size, spec.measure, before)
+        return fields
 
 
 def trained_row(spec: TrialSpec, cache_dir: str | Path, data: TaskData | None = None

@@ -226,11 +226,12 @@ def test_flanked_averages_the_two_timings_and_reports_how_far_they_moved() -> No
     the drift is the move relative to it; batch 4 held still; counts and conditions come from the later timing."""
     before = {"params": 10, "load_avg_1m": 0.1, "latency_ms": 10.0, "latency_iqr_ms": 1.0, "latency_b4_ms": 40.0,
               "latency_b4_iqr_ms": 2.0, "latency_b4_per_image_ms": 10.0}
-    after = {**before, "load_avg_1m": 0.3, "latency_ms": 12.0, "latency_iqr_ms": 3.0}
+    after = {**before, "load_avg_1m": 0.3, "latency_ms": 12.0, "latency_iqr_ms": 3.0, "latency_b4_per_image_ms": 12.0}
     out = flanked(before, after)
     assert (out["latency_ms"], out["latency_iqr_ms"], out["latency_b4_ms"]) == (11.0, 2.0, 40.0)
-    assert out["latency_drift"] == pytest.approx(2 / 11)
-    assert (out["params"], out["load_avg_1m"]) == (10, 0.3)
+    assert out["latency_b4_per_image_ms"] == 11.0
+    assert (out["latency_drift"], out["latency_b4_drift"]) == (pytest.approx(2 / 11), 0.0)
+    assert (out["params"], out["load_avg_1m"]) == (10, 0.3) and "latency_iqr_drift" not in out
     assert flanked(before, before)["latency_drift"] == 0.0
 
 

@@ -288,14 +288,18 @@ def test_the_conditions_name_the_torch_build() -> None:
 
 
 def test_the_conditions_say_how_the_reductions_baseline_was_timed() -> None:
-    """Rows timed between two timings of their baseline give the median and largest move; older rows say that
-    the baseline was timed once per run."""
+    """Rows timed between two timings of their baseline give the median and largest move at batch 1; older rows
+    say that the baseline was timed once per run; rows not measured say nothing."""
     from etlbench.report import _drift
 
-    assert _drift(pd.DataFrame({"baseline_latency_drift": [0.01, 0.03, 0.2, None]})) == (
-        "each model timed between two timings of its baseline, which moved by a median 3.0% (at most 20.0%) "
-        "around a model")
-    assert _drift(pd.DataFrame({"metric": [1.0]})) == "reductions against one timing of the baseline per run"
+    measured = pd.DataFrame({"latency_reduction": [0.5, 0.4, 0.3, None],
+                             "baseline_latency_drift": [0.01, 0.03, 0.2, None]})
+    assert _drift(measured) == ("; each model timed between two timings of its baseline, whose batch-1 median moved "
+                                "by a median 3.0% (at most 20.0%) around a model")
+    assert _drift(measured.drop(columns="baseline_latency_drift")) == (
+        "; reductions against one timing of the baseline per run")
+    assert _drift(pd.DataFrame({"metric": [1.0]})) == ""
+    assert _drift(measured.assign(latency_reduction=None)) == ""
 
 
 def test_legends_sit_outside_the_axes(tmp_path: Path) -> None:

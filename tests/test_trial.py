@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,26 +50,58 @@ def test_magnitude_trial_row(cache: Path) -> None:
     assert row["synthetic"] is True and row["data_fingerprint"] == spec.setting.data_fingerprint
 
 
-def test_a_model_is_measured_between_two_timings_of_its_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The baseline timed at 20 ms, then the model at 10 ms, then the baseline at 30 ms (the machine slowed): the
-    reduction is against their mean, the drift is in the row, and the later timing is handed on to the next model
-    so that a pass times its baseline once more than it has models."""
-    timings = {"base": iter([20.0, 30.0, 40.0]), "pruned": iter([10.0, 10.0])}
-    calls = []
+def fake_measurements(monkeypatch: pytest.MonkeyPatch, timings: dict[str, list[float]]) -> list[str]:
+    """Replace ``measure.measure`` by one that returns the next of ``timings[model]`` as the batch-1 latency of
+    ``model`` (a name: "base..." models have 4 parameters, the others 1); the names measured, in order."""
+    calls, left = [], {name: iter(times) for name, times in timings.items()}
 
-    def fake_measure(model, size, cfg):
+    def fake_measure(model: str, size: tuple[int, int], cfg: MeasureConfig) -> dict[str, object]:
         calls.append(model)
-        return {"params": 1 if model == "pruned" else 4, "size_bytes": 1, "macs": 1, "latency_ms": next(timings[model]),
-                "cpu": "x", "usable_cores": 1, "torch": "t", "allocator": "a", "load_avg_1m": 0.0, "threads": 1,
-                "repeats": 30}
+        return {"params": 4 if model.startswith("base") else 1, "size_bytes": 1, "macs": 1,
+                "latency_ms": next(left[model]), "cpu": "x", "usable_cores": 1, "torch": "t", "allocator": "a",
+                "load_avg_1m": 0.0, "threads": 1, "repeats": 30}
 
     monkeypatch.setattr(trial_module.measure, "measure", fake_measure)
+    return calls
+
+
+def test_a_model_is_measured_between_two_timings_of_its_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline timed at 20 ms, then the model at 10 ms, then the baseline at 30 ms (the machine slowed): the
+    reduction is against their mean, the drift is in the row, and the later timing is handed on."""
+    calls = fake_measurements(monkeypatch, {"base": [20.0, 30.0, 40.0], "pruned": [10.0, 10.0]})
     fields, after = trial_module.measure_between("pruned", "base", (8, 8), MeasureConfig())
     assert calls == ["base", "pruned", "base"] and after["latency_ms"] == 30.0
     assert fields["baseline_latency_ms"] == 25.0 and fields["latency_reduction"] == pytest.approx(0.6)
     assert fields["baseline_latency_drift"] == pytest.approx(0.4) and fields["compression_achieved"] == 4
     fields, _ = trial_module.measure_between("pruned", "base", (8, 8), MeasureConfig(), before=after)
     assert calls[3:] == ["pruned", "base"] and fields["baseline_latency_ms"] == 35.0
+
+
+def test_a_measure_pass_shares_timings_within_a_setting_and_never_across(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two models of setting A, one of B, then one of A again: A's baseline is built anew after B and timed afresh;
+    a model whose timing fails leaves no stale timing to the next."""
+    calls = fake_measurements(monkeypatch, {"baseA": [20.0, 22.0, 24.0, 30.0, 32.0, 40.0, 42.0],
+                                            "baseB": [50.0, 52.0], "a": [10.0, 10.0, 10.0, 10.0], "b": [10.0]})
+    built = []
+
+    def spec(name: str) -> SimpleNamespace:
+        return SimpleNamespace(setting=SimpleNamespace(key=lambda: name), measure=MeasureConfig())
+
+    def load_baseline(s: SimpleNamespace) -> str:
+        built.append(s.setting.key())
+        return "base" + s.setting.key()
+
+    measure_next = trial_module.MeasurePass(load_baseline)
+    rows = [measure_next(spec(k), k.lower(), (8, 8)) for k in ("A", "A", "B", "A")]
+    assert built == ["A", "B", "A"]
+    assert calls == ["baseA", "a", "baseA", "a", "baseA", "baseB", "b", "baseB", "baseA", "a", "baseA"]
+    assert [r["baseline_latency_ms"] for r in rows] == [21.0, 23.0, 51.0, 31.0]
+    monkeypatch.setattr(trial_module, "measure_between", lambda *a: (_ for _ in ()).throw(RuntimeError("killed")))
+    with pytest.raises(RuntimeError):
+        measure_next(spec("A"), "a", (8, 8))
+    monkeypatch.undo()
+    calls = fake_measurements(monkeypatch, {"baseA": [60.0, 62.0], "a": [10.0]})
+    assert measure_next(spec("A"), "a", (8, 8))["baseline_latency_ms"] == 61.0 and calls == ["baseA", "a", "baseA"]
 
 
 @pytest.mark.slow

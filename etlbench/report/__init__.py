@@ -63,16 +63,19 @@ def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataF
             f"{spec.get('max_train') or 'all'}, recovery ({budget}); rows of {len(own)} run(s), measured in the last "
             f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), {torch_build(env.get('torch'), gpu)}, "
             f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
-            f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, {alone}; {_drift(part)}.")
+            f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, {alone}{_drift(part)}.")
 
 
 def _drift(part: pd.DataFrame) -> str:
-    """How the reductions' baseline was timed, and how far it moved around the models (see measure.flanked)."""
+    """How the reductions' baseline was timed, and how far it moved around the models at batch 1
+    (:func:`etlbench.measure.flanked`); nothing where no row was measured."""
+    if "latency_reduction" not in part or part["latency_reduction"].isna().all():
+        return ""
     drift = part["baseline_latency_drift"].dropna() if "baseline_latency_drift" in part else pd.Series(dtype=float)
     if drift.empty:
-        return "reductions against one timing of the baseline per run"
-    return (f"each model timed between two timings of its baseline, which moved by a median {drift.median():.1%} "
-            f"(at most {drift.max():.1%}) around a model")
+        return "; reductions against one timing of the baseline per run"
+    return (f"; each model timed between two timings of its baseline, whose batch-1 median moved by a median "
+            f"{drift.median():.1%} (at most {drift.max():.1%}) around a model")
 
 
 _BUILDS = {"cu": "a CUDA build", "rocm": "a ROCm build", "cpu": "a CPU build"}

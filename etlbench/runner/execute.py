@@ -43,12 +43,11 @@ from etlbench.model_io import save_pruned
 from etlbench.plan import ExperimentSpec, plan
 from etlbench.report import write_report
 from etlbench.results import FINAL, ResultsStore, failed_row, failure
-from etlbench.train import TaskModel
 from etlbench.trial import (
+    MeasurePass,
     TrialSpec,
     baseline_model,
     load_pruned_model,
-    measure_between,
     shared_stage,
     trained_row,
 )
@@ -324,25 +323,20 @@ class Run:
 
     # ---- 4: measurement, alone --------------------------------------------------------------------------
     def measure(self, trials: list[TrialSpec]) -> None:
-        """Measure every trained model, one at a time in this process, each between two measurements of its
-        transfer baseline (one shared with the model before it)."""
+        """Measure every trained model, one at a time in this process, grouped by setting, each between two
+        timings of its transfer baseline (:class:`~etlbench.trial.MeasurePass`)."""
         start = time.perf_counter()
         if trials:
             self._wait_until_idle(trials[0].measure.idle_wait)
-        baselines: dict[Any, tuple[TaskModel, dict[str, Any]]] = {}  # each model and its latest measurement
         rows = {r["trial_id"]: r for r in self.store.rows(ids=[t.trial_id() for t in trials])}
+        measure_next = MeasurePass(lambda t: baseline_model(t, self.cache, self.data[t.setting.data_key]))
         with self.progress() as progress:
             bar = progress.add_task("measuring", total=len(trials), running=1 if trials else 0, failed=0)
-            for t in trials:
+            for t in sorted(trials, key=lambda t: t.setting.key()):  # stable: plan order within a setting
                 row, data = rows[t.trial_id()], self.data[t.setting.data_key]
                 try:
-                    size = tuple(row["input_size"])
-                    key = (t.setting.key(), t.measure)
-                    base, before = baselines.get(key) or (baseline_model(t, self.cache, data), None)
                     model = load_pruned_model(t, row, self.out / row["model_file"], data)
-                    fields, after = measure_between(model, base, size, t.measure, before)
-                    baselines[key] = base, after
-                    row.update(fields)
+                    row.update(measure_next(t, model, tuple(row["input_size"])))
                 except Exception as err:  # the row says why; the other models are still measured
                     row.update(failure(err))
                 self.put(t, row)
@@ -428,7 +422,8 @@ def run_experiment(spec: ExperimentSpec, out: str | Path, *, resume: bool = Fals
                     evaluate_run(out, dataset, task=task, data_root=spec.data_root, ids=set(by_id), again=False,
                                  log=console.print)
             if only != "train":
-                run.measure([by_id[tid] for tid in _measurable(store, by_id, out)])
+                measurable = _measurable(store, by_id, out)
+                run.measure([t for tid, t in by_id.items() if tid in measurable])
         except KeyboardInterrupt:  # Ray is shut down by now (train's finally): say what is kept and stop
             statuses = Counter(r["status"] for r in store.rows(ids=by_id))
             store.finish_run(run.run_id, {"interrupted": True, "statuses": dict(statuses)})
