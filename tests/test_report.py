@@ -129,8 +129,10 @@ def test_write_report_from_a_results_database(trials: pd.DataFrame, tmp_path) ->
     assert "data:image/png;base64," in page and "<script>" in page and "src=\"http" not in page
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert {"retention", "retention_ci95", "auc_retention", "rank", "pareto_params"} <= set(board.columns)
-    assert main(["report", str(tmp_path), "--figures-only", "--format", "pdf"]) == 0
+    svg = (tmp_path / "figures" / "age-metric-vs-params.svg").read_bytes()
+    assert main(["report", str(tmp_path), "--figures-only", "--format", "pdf", "svg"]) == 0
     assert (tmp_path / "figures" / "age-metric-vs-latency.pdf").is_file()
+    assert (tmp_path / "figures" / "age-metric-vs-params.svg").read_bytes() == svg  # same data, same file
 
 
 def test_report_of_an_empty_database_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
