@@ -342,9 +342,12 @@ def _better(task: Task, a: float, b: float | None) -> bool:
 
 def _batches(task: Task, targets: np.ndarray, batch_size: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
     """Batches of a new permutation every epoch (in the task's :meth:`~Task.batch_order`), without end (each epoch
-    ends with its remainder)."""
+    ends with its remainder, unless that is one image: batch norm cannot normalise one image where the network's
+    map is 1x1, and a pair loss finds no pair in it; e.g. LFW's 3,105 training images of ``verification_reverse``
+    in batches of 32)."""
     while True:
-        yield from iterate_batches(targets, batch_size, task.batch_order(rng.permutation(len(targets)), targets))
+        order = task.batch_order(rng.permutation(len(targets)), targets)
+        yield from (b for b in iterate_batches(targets, batch_size, order) if len(b) > 1 or len(targets) == 1)
 
 
 def _schedule(total_steps: int, warmup: float) -> Callable[[int], float]:
