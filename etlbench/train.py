@@ -130,7 +130,7 @@ class TrainConfig:
             return self.max_steps
         if self.samples is not None:
             return math.ceil(self.samples / self.batch_size)
-        return self.epochs * math.ceil(n_train / self.batch_size)  # each epoch ends with its remainder
+        return self.epochs * math.ceil(n_train / self.batch_size)  # an epoch ends with its remainder (_batches)
 
     def eval_steps(self, n_train: int) -> list[int]:
         """The steps after which val is evaluated (step 0, the starting point, is always evaluated too)."""
