@@ -289,6 +289,20 @@ def test_the_conditions_name_the_torch_build() -> None:
     assert torch_build("2.14.1") == "torch 2.14.1" and torch_build(None) == "torch version not recorded"
 
 
+def test_the_conditions_name_the_rows_seeds_not_the_last_runs(tmp_path: Path) -> None:
+    """A grid run a seed at a time (one run per seed, each spec with `seeds: [S]`) reports the seeds of its rows,
+    not those of the run that wrote last."""
+    from etlbench.report import write_report
+
+    with ResultsStore(tmp_path / "results.sqlite") as store:
+        for seed in (0, 1):
+            run = store.start_run({"name": "exp", "seeds": [seed]}, {"cpu": "test cpu"})
+            store.put(_scoped("dlib-resnet29", "c1", seed, 0.9), {}, run)
+            store.finish_run(run, {})
+    write_report(tmp_path, formats=("png",))
+    assert "seeds [0, 1]," in (tmp_path / "leaderboard.md").read_text()
+
+
 def test_the_conditions_say_how_the_reductions_baseline_was_timed() -> None:
     """Rows timed between two timings of their baseline give the median and largest move at batch 1; older rows
     say that the baseline was timed once per run; rows not measured say nothing."""

@@ -42,7 +42,8 @@ def load_results(out_dir: str | Path, curves: bool = False) -> pd.DataFrame:
 
 def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataFrame) -> tuple[str, str]:
     """The title and the conditions line of one section, from the runs that wrote its rows: the last that
-    measured something (its machine is the one the latencies were measured on), else the last."""
+    measured something (its machine is the one the latencies were measured on), else the last. The seeds are the
+    rows' own: runs of one seed each (a long grid run a seed at a time) write one section."""
     experiment, backbone = key
     code, writers = part["code_version"].iloc[0], set(part["run_id"].dropna().astype(int))
     own = [r for r in runs if r["run_id"] in writers]
@@ -59,7 +60,8 @@ def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataF
     budget = ", ".join(f"{k} {recovery[k]}" for k in _BUDGET if recovery.get(k) is not None)
     measure, gpu = spec.get("measure", {}), bool(spec.get("gpus"))
     return (title,
-            f"Code {code}. Backbone {backbone}, seeds {spec.get('seeds')}, train subset "
+            f"Code {code}. Backbone {backbone}, seeds {sorted(part['seed'].dropna().astype(int).unique().tolist())}, "
+            f"train subset "
             f"{spec.get('max_train') or 'all'}, recovery ({budget}); rows of {len(own)} run(s), measured in the last "
             f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), {torch_build(env.get('torch'), gpu)}, "
             f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
