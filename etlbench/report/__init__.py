@@ -59,10 +59,10 @@ def _conditions(runs: list[dict[str, Any]], key: tuple[str, str], part: pd.DataF
     recovery = spec.get("recovery", {})
     budget = ", ".join(f"{k} {recovery[k]}" for k in _BUDGET if recovery.get(k) is not None)
     measure, gpu = spec.get("measure", {}), bool(spec.get("gpus"))
+    seeds = sorted(part["seed"].dropna().astype(int).unique().tolist())
     return (title,
-            f"Code {code}. Backbone {backbone}, seeds {sorted(part['seed'].dropna().astype(int).unique().tolist())}, "
-            f"train subset "
-            f"{spec.get('max_train') or 'all'}, recovery ({budget}); rows of {len(own)} run(s), measured in the last "
+            f"Code {code}. Backbone {backbone}, seeds {seeds}, train subset {spec.get('max_train') or 'all'}, "
+            f"recovery ({budget}); rows of {len(own)} run(s), measured in the last "
             f"on {env.get('cpu')} ({env.get('usable_cores')} usable cores), {torch_build(env.get('torch'), gpu)}, "
             f"{env.get('workers')} worker(s) x {env.get('threads_per_trial')} thread(s); latency with "
             f"{measure.get('threads')} thread(s) at batches {measure.get('batches')}, {alone}{_drift(part)}.")
